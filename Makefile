@@ -1,0 +1,36 @@
+# Two commands do all set-up:  `make app`  and  `make test`.
+# torch is installed first and pinned to the CPU build that lies on these machines' disk;
+# with a GPU, override it:  make test TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+MODEL  ?= ioi
+PORT   ?= 8501
+STAMP  := $(VENV)/.interp-installed
+
+.PHONY: app test test-all bench install clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[app,dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+app: $(STAMP)
+	INTERP_MODEL=$(MODEL) $(PY) -m streamlit run apps/explorer.py \
+		--server.address localhost --server.port $(PORT) --server.headless true \
+		--browser.gatherUsageStats false
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts
