@@ -1,0 +1,176 @@
+"""load_model: zoo name, local Hugging Face directory, or Hub id -> TransformerBridge."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from interp.models._zoo import ZOO, zoo_path
+
+if TYPE_CHECKING:  # transformer-lens takes seconds to import: keep it lazy
+    from transformer_lens.model_bridge import TransformerBridge
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A model spec could not be turned into a model; the message says how to fix it."""
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+
+
+def _check_hf_dir(path: Path) -> None:
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelLoadError(
+            f"{str(path)!r} is a directory but has no config.json, so it is not a model in "
+            "Hugging Face format. Save one with `model.save_pretrained(dir)` and "
+            "`tokenizer.save_pretrained(dir)`."
+        )
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+    if not has_weights:
+        raise ModelLoadError(f"{str(path)!r} has a config.json but no weights (*.safetensors).")
+    try:
+        json.loads(config.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{config} is not valid JSON: {e}") from None
+
+
+def _hub_cached(repo_id: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return isinstance(found, str)
+
+
+def _hub_reachable(repo_id: str, timeout: float) -> tuple[bool, str]:
+    """Ask the Hub (with a short timeout) whether the repo exists. Returns (ok, reason)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False, "HF_HUB_OFFLINE is set"
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(repo_id, timeout=timeout)
+        return True, ""
+    except Exception as e:  # network refused, DNS failure, 404, gated repo...
+        name = type(e).__name__
+        msg = str(e).splitlines()[0] if str(e) else ""
+        return False, f"{name}: {msg}"[:300]
+
+
+def _boot(source: str, *, device: str, dtype: torch.dtype, trust_remote_code: bool, **kwargs: Any):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    bridge = TransformerBridge.boot_transformers(
+        source, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
+    )
+    bridge.eval()
+    return bridge
+
+
+def load_model(
+    spec: str | os.PathLike,
+    *,
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    hub_timeout: float = 4.0,
+    **boot_kwargs: Any,
+) -> TransformerBridge:
+    """Load a model as a transformer-lens ``TransformerBridge``.
+
+    ``spec`` is one of:
+
+    * a zoo name (``interp.models.ZOO``: ``"induction"``, ``"ioi"``, ``"needle"``): the model
+      shipped with this package, loaded through the same Hugging Face path as any other;
+    * a local directory in Hugging Face format (``config.json`` + ``*.safetensors`` + tokenizer);
+    * a Hub id (``"gpt2"``, ``"EleutherAI/pythia-70m"``): loaded from the local Hugging Face
+      cache, or downloaded when the network allows.
+
+    Weights are read with safetensors where the directory has them; ``trust_remote_code`` stays
+    off unless asked for. Attention is eager (transformer-lens forces it) so patterns are real.
+    Raises ``ModelLoadError`` with a message that says how to get the weights when the spec
+    cannot be resolved; offline with no cache this happens within ``hub_timeout`` seconds.
+    """
+    device = device or "cpu"
+    torch_dtype = _resolve_dtype(dtype)
+    kwargs = dict(device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    kwargs.update(boot_kwargs)
+    text = os.fspath(spec)
+    if not text.strip():
+        raise ModelLoadError(f"empty model spec; use a zoo name ({', '.join(ZOO)}), a directory or a Hub id")
+
+    if text in ZOO:
+        path = zoo_path(text)
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"zoo model {text!r} has no weights at {path}. Train it with "
+                f"`python -m interp.models.train {text}`."
+            )
+        return _boot(str(path), **kwargs)
+
+    path = Path(text).expanduser()
+    if path.exists() or text.startswith((".", "/", "~")) or os.sep in text and not _HUB_ID.match(text):
+        if not path.is_dir():
+            raise ModelLoadError(f"model path {text!r} does not exist or is not a directory.")
+        _check_hf_dir(path)
+        return _boot(str(path.resolve()), **kwargs)
+
+    if not _HUB_ID.match(text):
+        raise ModelLoadError(
+            f"unknown model {text!r}: not a zoo name ({', '.join(ZOO)}), not an existing directory, "
+            "and not a valid Hugging Face Hub id (like 'gpt2' or 'EleutherAI/pythia-70m')."
+        )
+
+    if revision is not None:
+        kwargs["revision"] = revision
+    if _hub_cached(text, revision):
+        previous = os.environ.get("HF_HUB_OFFLINE")
+        os.environ["HF_HUB_OFFLINE"] = "1"  # the cache has it: never touch the network
+        try:
+            return _boot(text, **kwargs)
+        finally:
+            if previous is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = previous
+
+    start = time.monotonic()
+    ok, reason = _hub_reachable(text, timeout=hub_timeout)
+    if not ok:
+        raise ModelLoadError(
+            f"cannot load {text!r}: it is not in the local Hugging Face cache and the Hub could not "
+            f"be reached ({reason}; gave up after {time.monotonic() - start:.1f}s).\n"
+            f"To fix: on a machine with network run `huggingface-cli download {text}` (or "
+            f"`interp.load_model({text!r})` once) to fill the cache, copy the cache "
+            "(~/.cache/huggingface/hub) here, or save the model with `save_pretrained(dir)` and "
+            "pass that directory. Shipped models that need no download: "
+            f"{', '.join(ZOO)}."
+        )
+    return _boot(text, **kwargs)

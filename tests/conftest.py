@@ -1,0 +1,155 @@
+"""Shared fixtures: tiny random-init models of several families, saved in HF format.
+
+Every model goes through ``interp.load_model(directory)``, the same path as a Hub model.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+warnings.filterwarnings("ignore")
+
+FAMILIES = ["gpt2", "neox", "llama", "qwen2", "gemma2"]
+GQA_FAMILIES = ["llama", "qwen2", "gemma2"]
+
+_BASIC_WORDS = (
+    "the a and to of in went gave had was were said store garden school office house ring "
+    "kiss bone drink snack then after when while friends found decided give it at lot fun "
+    "secret code is what question answer Mary John Alice Bob Tom Anna Paul Kate Mark Sara"
+).split()
+
+
+def _word_list() -> list[str]:
+    words = list(_BASIC_WORDS)
+    try:
+        from interp.models.train import languages as L
+
+        words += list(L.NAMES) + list(L.PLACES) + list(L.OBJECTS)
+    except Exception:
+        pass
+    return list(dict.fromkeys(words))
+
+
+def build_test_tokenizer(save_dir: Path):
+    """A GPT-2-style word-level tokenizer (' Mary' is one token) saved to ``save_dir``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    vocab = {"<|endoftext|>": 0, "<unk>": 1}
+    pieces = set()
+    for w in _word_list():
+        for text in (w, " " + w):
+            for piece, _ in byte.pre_tokenize_str(text):
+                pieces.add(piece)
+    for p in ".,:?!'":
+        pieces.update(x for x, _ in byte.pre_tokenize_str(p))
+        pieces.update(x for x, _ in byte.pre_tokenize_str(" " + p))
+    for piece in sorted(pieces):
+        vocab.setdefault(piece, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = byte
+    tk.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+    )
+    fast.save_pretrained(save_dir)
+    return fast
+
+
+def make_hf_model(family: str, vocab_size: int, *, seed: int = 0):
+    import transformers as T
+
+    common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if family == "gpt2":
+        cfg = T.GPT2Config(n_layer=3, n_head=4, n_embd=64, n_positions=128, **common)
+        cls = T.GPT2LMHeadModel
+    elif family == "neox":
+        cfg = T.GPTNeoXConfig(num_hidden_layers=3, num_attention_heads=4, hidden_size=64,
+                              intermediate_size=128, max_position_embeddings=128, rotary_pct=0.25,
+                              **common)
+        cls = T.GPTNeoXForCausalLM
+    elif family == "llama":
+        cfg = T.LlamaConfig(num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                            hidden_size=64, intermediate_size=128, max_position_embeddings=128,
+                            **common)
+        cls = T.LlamaForCausalLM
+    elif family == "qwen2":
+        cfg = T.Qwen2Config(num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                            hidden_size=64, intermediate_size=128, max_position_embeddings=128,
+                            **common)
+        cls = T.Qwen2ForCausalLM
+    elif family == "gemma2":
+        cfg = T.Gemma2Config(num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                             hidden_size=64, head_dim=16, intermediate_size=128,
+                             max_position_embeddings=128, final_logit_softcapping=30.0,
+                             attn_logit_softcapping=50.0, sliding_window=64, **common)
+        cls = T.Gemma2ForCausalLM
+    else:
+        raise ValueError(family)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    # random init is tiny; scale weights up a little so attention patterns are not uniform
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and "embed" not in name and "wte" not in name and "wpe" not in name:
+                p.mul_(3.0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    tok_dir = root / "_tokenizer"
+    tok = build_test_tokenizer(tok_dir)
+    out = {}
+    for fam in FAMILIES:
+        d = root / fam
+        model = make_hf_model(fam, vocab_size=len(tok))
+        model.save_pretrained(d, safe_serialization=True)
+        tok.save_pretrained(d)
+        out[fam] = d
+    return out
+
+
+_CACHE: dict[str, object] = {}
+
+
+def load_tiny(tiny_dirs, family: str):
+    if family not in _CACHE:
+        import interp
+
+        _CACHE[family] = interp.load_model(tiny_dirs[family])
+    return _CACHE[family]
+
+
+@pytest.fixture(params=FAMILIES)
+def tiny_model(request, tiny_dirs):
+    """A TransformerBridge for each test family (parametrised)."""
+    return load_tiny(tiny_dirs, request.param)
+
+
+@pytest.fixture(params=GQA_FAMILIES)
+def tiny_gqa_model(request, tiny_dirs):
+    return load_tiny(tiny_dirs, request.param)
+
+
+@pytest.fixture
+def tiny_gpt2(tiny_dirs):
+    return load_tiny(tiny_dirs, "gpt2")
+
+
+@pytest.fixture
+def tiny_llama(tiny_dirs):
+    return load_tiny(tiny_dirs, "llama")
