@@ -151,15 +151,18 @@ def load_model(
     if revision is not None:
         kwargs["revision"] = revision
     if _hub_cached(text, revision):
-        previous = os.environ.get("HF_HUB_OFFLINE")
-        os.environ["HF_HUB_OFFLINE"] = "1"  # the cache has it: never touch the network
+        # The cache has it: boot from the snapshot directory so the network is never touched.
+        from huggingface_hub import snapshot_download
+
         try:
-            return _boot(text, **kwargs)
-        finally:
-            if previous is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = previous
+            local = snapshot_download(text, revision=revision, local_files_only=True)
+        except Exception as e:
+            raise ModelLoadError(
+                f"{text!r} is only partly in the local Hugging Face cache ({type(e).__name__}); "
+                f"download it again with `huggingface-cli download {text}`."
+            ) from None
+        kwargs.pop("revision", None)
+        return _boot(local, **kwargs)
 
     start = time.monotonic()
     ok, reason = _hub_reachable(text, timeout=hub_timeout)
