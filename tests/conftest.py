@@ -18,53 +18,11 @@ warnings.filterwarnings("ignore")
 FAMILIES = ["gpt2", "neox", "llama", "qwen2", "gemma2"]
 GQA_FAMILIES = ["llama", "qwen2", "gemma2"]
 
-_BASIC_WORDS = (
-    "the a and to of in went gave had was were said store garden school office house ring "
-    "kiss bone drink snack then after when while friends found decided give it at lot fun "
-    "secret code is what question answer Mary John Alice Bob Tom Anna Paul Kate Mark Sara"
-).split()
-
-
-def _word_list() -> list[str]:
-    words = list(_BASIC_WORDS)
-    try:
-        from interp.models.train import languages as L
-
-        words += list(L.NAMES) + list(L.PLACES) + list(L.OBJECTS)
-    except Exception:
-        pass
-    return list(dict.fromkeys(words))
-
-
 def build_test_tokenizer(save_dir: Path):
-    """A GPT-2-style word-level tokenizer (' Mary' is one token) saved to ``save_dir``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """The zoo's shared word-level tokenizer (GPT-2 style: ' Mary' is one token)."""
+    from interp.models.train import languages
 
-    byte = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    vocab = {"<|endoftext|>": 0, "<unk>": 1}
-    pieces = set()
-    for w in _word_list():
-        for text in (w, " " + w):
-            for piece, _ in byte.pre_tokenize_str(text):
-                pieces.add(piece)
-    for p in ".,:?!'":
-        pieces.update(x for x, _ in byte.pre_tokenize_str(p))
-        pieces.update(x for x, _ in byte.pre_tokenize_str(" " + p))
-    for piece in sorted(pieces):
-        vocab.setdefault(piece, len(vocab))
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = byte
-    tk.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        unk_token="<unk>",
-    )
-    fast.save_pretrained(save_dir)
-    return fast
+    return languages.save_tokenizer(save_dir)
 
 
 def make_hf_model(family: str, vocab_size: int, *, seed: int = 0):

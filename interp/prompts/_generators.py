@@ -181,59 +181,40 @@ def needle(
     """Needle-in-a-haystack prompts over a grid of haystack lengths (tokens) x needle depths.
 
     The answer token is the first token of the needle's value; the full answer text and its
-    token ids are in ``meta["answer_text"]`` / ``meta["answer_tokens"]``. The corrupted prompt
-    carries a different needle value of the same token length.
+    token ids are in ``meta["answer_text"]`` / ``meta["answer_tokens"]``, the needle text in
+    ``meta["needle"]``. The corrupted prompt is the same haystack with other needle values (same
+    token length), so patching can ask which heads carry the value.
     """
     L = _languages()
     tok = get_tokenizer(model)
     rng = random.Random(seed)
     clean, corrupt, ans, wrong, ctext, ktext = ([] for _ in range(6))
-    answer_text, answer_tokens, grid = [], [], []
+    answer_text, answer_tokens, needles, grid = [], [], [], []
     for length in lengths:
         for depth in depths:
             for _ in range(per_cell):
-                state = rng.getstate()
                 ex = L.needle_example(rng, length, depth, tok)
+                values = ex["values"]
+                others = rng.sample([v for v in L.NEEDLE_VALUES if v not in values], len(values))
+                alt_needle = L.needle_sentence(others)
+                alt_prompt = ex["prompt"].replace(ex["needle"], alt_needle, 1)
                 c_ids = encode(tok, ex["prompt"], prepend_bos=prepend_bos)
+                k_ids = encode(tok, alt_prompt, prepend_bos=prepend_bos)
                 a_ids = tok.encode(ex["answer"], add_special_tokens=False)
-                # corrupted: the same haystack with another needle value of equal token length
-                for attempt in range(50):
-                    rng2 = random.Random(hash((seed, length, depth, attempt, len(clean))))
-                    rng2.setstate(state)
-                    alt = L.needle_example(rng2, length, depth, tok, value_seed=attempt + 1) \
-                        if _accepts_value_seed(L) else None
-                    if alt is None:
-                        break
-                    k_ids = encode(tok, alt["prompt"], prepend_bos=prepend_bos)
-                    alt_a = tok.encode(alt["answer"], add_special_tokens=False)
-                    if len(k_ids) == len(c_ids) and alt_a[0] != a_ids[0]:
-                        corrupt.append(k_ids)
-                        ktext.append(alt["prompt"])
-                        wrong.append(alt_a[0])
-                        break
-                else:
-                    alt = None
-                if alt is None:
-                    corrupt, ktext, wrong = None, None, None
+                w_ids = tok.encode(" " + " ".join(others), add_special_tokens=False)
                 clean.append(c_ids)
-                ctext.append(ex["prompt"])
+                corrupt.append(k_ids)
                 ans.append(a_ids[0])
+                wrong.append(w_ids[0])
+                ctext.append(ex["prompt"])
+                ktext.append(alt_prompt)
                 answer_text.append(ex["answer"])
                 answer_tokens.append(a_ids)
-                grid.append((length, ex.get("depth", depth)))
-                if corrupt is None:
-                    break
+                needles.append(ex["needle"])
+                grid.append((int(length), float(ex["depth"])))
     meta = _tok_meta(tok)
-    meta.update(answer_text=answer_text, answer_tokens=answer_tokens, grid=grid)
+    meta.update(answer_text=answer_text, answer_tokens=answer_tokens, needle=needles, grid=grid)
     return PromptSet.from_token_lists(
-        clean, ans, corrupted=corrupt if corrupt and len(corrupt) == len(clean) else None,
-        wrong=wrong if wrong and len(wrong) == len(clean) else None,
-        clean_text=ctext, corrupted_text=ktext if ktext and len(ktext) == len(clean) else None,
+        clean, ans, corrupted=corrupt, wrong=wrong, clean_text=ctext, corrupted_text=ktext,
         pad_id=_pad_id(tok), name="needle", meta=meta, n_ctx=model_n_ctx(model),
     )
-
-
-def _accepts_value_seed(L) -> bool:
-    import inspect
-
-    return "value_seed" in inspect.signature(L.needle_example).parameters
