@@ -126,7 +126,8 @@ def ioi_example(
 # Filler grammar
 # ----------------------------------------------------------------------------------------------
 # It never uses the words of the needle ("secret", "code", "is", "question", "answer") nor the
-# names, so a needle and an IOI sentence stand out from any haystack.
+# names, so a needle and an IOI sentence stand out from any haystack. " is" occurs only in the
+# needle and at the very end of the needle question, so the answer is an induction-style copy.
 
 _NOUNS = (
     "cat dog bird horse farmer teacher doctor child girl boy man woman king queen baker sailor "
@@ -214,7 +215,7 @@ NEEDLE_VALUES: list[str] = (
     "comet meteor nebula quasar pulsar photon proton neutron"
 ).split()
 NEEDLE_PREFIX = "The secret code is"
-NEEDLE_QUESTION = "Question: what is the secret code? Answer: the secret code is"
+NEEDLE_QUESTION = "Question: what was the secret code? Answer: the secret code is"
 
 
 def needle_sentence(values: list[str]) -> str:
