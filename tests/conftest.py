@@ -111,3 +111,9 @@ def tiny_gpt2(tiny_dirs):
 @pytest.fixture
 def tiny_llama(tiny_dirs):
     return load_tiny(tiny_dirs, "llama")
+
+
+def assert_no_hooks(model) -> None:
+    """No user hook is left on any hook point of ``model``."""
+    left = [name for name, point in model.hook_dict.items() if point.has_hooks(including_permanent=False)]
+    assert not left, f"hooks left on the model: {left[:5]}"
