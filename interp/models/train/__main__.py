@@ -14,7 +14,7 @@ from pathlib import Path
 
 from interp.models.train import common as C
 
-DEFAULT_MINUTES = {"induction": 10.0, "ioi": 30.0, "needle": 45.0}
+DEFAULT_MINUTES = {"induction": 20.0, "ioi": 30.0, "needle": 45.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue training the model saved in DIR (a fresh LR schedule)")
     args = ap.parse_args(argv)
 
     out = (args.out or C.ZOO_DIR / args.name).resolve()
@@ -49,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         kw = {}
         if args.max_steps is not None:
             kw["max_steps"] = args.max_steps
+        if args.resume:
+            from transformers import AutoModelForCausalLM
+
+            kw["init_model"] = AutoModelForCausalLM.from_pretrained(str(out))
+            kw["prior"] = C.read_metrics(out).get("training", {})
         res = mod.train(out, minutes=args.minutes or DEFAULT_MINUTES[args.name], command=cmd, **kw)
     print(json.dumps(res["eval"], indent=2))
     return 0

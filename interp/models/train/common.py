@@ -160,3 +160,20 @@ Targets: {targets}
 
 def dir_size_mb(out: Path) -> float:
     return round(sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6, 2)
+
+
+def merge_stages(prior: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """Training info of a run resumed (``--resume``) from a saved checkpoint."""
+    keep = ("steps", "seconds", "stop_reason", "final_curriculum_max_haystack",
+            "curriculum_reached_full_length_at_step", "stages")
+    stages = list(prior.get("stages") or [{k: prior[k] for k in keep[:3] if k in prior}])
+    stages.append({k: info[k] for k in keep[:3] if k in info})
+    out = dict(info)
+    out["stages"] = stages
+    out["steps"] = sum(s.get("steps", 0) for s in stages)
+    out["seconds"] = round(sum(s.get("seconds", 0) for s in stages), 1)
+    if prior.get("curriculum_reached_full_length_at_step") and not info.get(
+            "curriculum_reached_full_length_at_step"):
+        out["curriculum_reached_full_length_at_step"] = prior[
+            "curriculum_reached_full_length_at_step"]
+    return out

@@ -2,8 +2,9 @@
 repeated spans, which grows a previous-token head (layer 0) and induction heads (layer 1).
 
 Data (every sequence starts with BOS; tokens uniform over the tokenizer's ordinary vocabulary):
-* 70% of batches: BOS + r + r with r random of length 10..100 (one length per batch);
-* 30%: 200 random tokens built from new random chunks (5..20 tokens) and copies of earlier
+* 70% of batches: BOS + r + r with r random of length 10..100 (one length per batch; 80% of
+  them 10..60, 20% 60..100);
+* 30%: 120 random tokens built from new random chunks (5..20 tokens) and copies of earlier
   chunks (5..30 tokens).
 The loss is on the predictable tokens only (each copy after its first token).
 """
@@ -44,7 +45,20 @@ def make_model():
         eos_token_id=0,
         pad_token_id=0,
     )
-    return GPT2LMHeadModel(cfg)
+    model = GPT2LMHeadModel(cfg)
+    # Deterministic sinusoidal initialisation of the (still trained) learned position embeddings,
+    # scaled to the token embeddings' size: offset-based attention (the previous-token head)
+    # is then a linear function of the embeddings and forms in far fewer steps.
+    with torch.no_grad():
+        n, d = model.transformer.wpe.weight.shape
+        pos = torch.arange(n, dtype=torch.float32)[:, None]
+        freq = torch.exp(-torch.arange(0, d, 2, dtype=torch.float32) * (torch.log(torch.tensor(
+            1000.0)) / d))
+        pe = torch.zeros(n, d)
+        pe[:, 0::2] = torch.sin(pos * freq)
+        pe[:, 1::2] = torch.cos(pos * freq)
+        model.transformer.wpe.weight.copy_(pe * 0.03)
+    return model
 
 
 def repeated_batch(rng: random.Random, vocab: list[int], batch: int, length: int) -> torch.Tensor:
@@ -120,20 +134,20 @@ def evaluate(model, n: int = EVAL_BATCH, length: int = EVAL_LEN, seed: int = EVA
     }
 
 
-def train(out: Path, minutes: float = 10.0, max_steps: int = 1500, batch_size: int = 32,
-          log=print, command: str | None = None) -> dict[str, Any]:
+def train(out: Path, minutes: float = 20.0, max_steps: int = 3000, batch_size: int = 16,
+          log=print, command: str | None = None, init_model=None, prior: dict | None = None) -> dict[str, Any]:
     C.setup(SEED)
-    model = make_model()
+    model = make_model() if init_model is None else init_model
     vocab = L.ordinary_token_ids()
     log(f"induction model: {C.n_params(model) / 1e6:.2f}M params")
 
     def batch_fn(step: int):
         rng = random.Random(SEED * 1_000_003 + step)
         if rng.random() < 0.7:
-            n = rng.randint(10, 100)
+            n = rng.randint(10, 60) if rng.random() < 0.8 else rng.randint(60, 100)
             ids = repeated_batch(rng, vocab, batch_size, n)
             return ids, repeated_weights(ids, n)
-        return chunky_batch(rng, vocab, batch_size)
+        return chunky_batch(rng, vocab, batch_size, 120)
 
     def loss_fn(model, step, batch):
         # the unembedding only where there is a loss (the predictable, copied tokens)
@@ -152,6 +166,8 @@ def train(out: Path, minutes: float = 10.0, max_steps: int = 1500, batch_size: i
 
     info = C.train_loop(model, batch_fn, loss_fn, max_steps=max_steps, minutes=minutes, lr=2e-3,
                         warmup=50, eval_every=100, eval_fn=eval_fn, log=log)
+    if prior:
+        info = C.merge_stages(prior, info)
     C.save_model(model, out)
     return finish(out, model, L.build_tokenizer(), info, command=command)
 
@@ -163,7 +179,7 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
         "seed": SEED,
         "command": command or f"python -m interp.models.train induction --out {out}",
         "optimizer": "AdamW(lr=2e-3, betas=(0.9, 0.98), wd=0.01), 50 warmup steps, cosine to "
-                     "10%, grad clip 1.0, batch 32 sequences",
+                     "10%, grad clip 1.0, batch 16 sequences",
         "loss": "mean next-token loss on the predictable tokens (the repeated copies after their "
                 "first token); random tokens carry no signal",
         "stopping": "max steps, time budget, or converged (eval every 100 steps: induction >= "
@@ -186,7 +202,8 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
             "d_model": cfg.n_embd,
             "heads": cfg.n_head,
             "d_mlp": cfg.n_inner,
-            "positions": f"learned, n_positions {cfg.n_positions}",
+            "positions": f"learned, n_positions {cfg.n_positions} (initialised sinusoidal x0.03,"
+                         " then trained)",
             "vocab": f"{cfg.vocab_size} (shared word-level tokenizer, "
                      "interp.models.train.languages.build_tokenizer)",
             "parameters": C.n_params(model),

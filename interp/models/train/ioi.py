@@ -118,10 +118,10 @@ def evaluate(model, tok=None, n_per_template: int = 20, seed: int = EVAL_SEED,
 
 
 def train(out: Path, minutes: float = 30.0, max_steps: int = 1500, batch_size: int = 48,
-          log=print, command: str | None = None) -> dict[str, Any]:
+          log=print, command: str | None = None, init_model=None, prior: dict | None = None) -> dict[str, Any]:
     C.setup(SEED)
     tok = L.build_tokenizer()
-    model = make_model()
+    model = make_model() if init_model is None else init_model
     train_pairs, _ = L.split_name_pairs()
     log(f"ioi model: {C.n_params(model) / 1e6:.2f}M params")
 
@@ -140,6 +140,8 @@ def train(out: Path, minutes: float = 30.0, max_steps: int = 1500, batch_size: i
 
     info = C.train_loop(model, batch_fn, max_steps=max_steps, minutes=minutes, lr=1e-3,
                         warmup=100, eval_every=250, eval_fn=eval_fn, log=log)
+    if prior:
+        info = C.merge_stages(prior, info)
     C.save_model(model, out)
     return finish(out, model, tok, info, command=command)
 

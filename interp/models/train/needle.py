@@ -104,12 +104,12 @@ def evaluate(model, tok, n_per_depth: int = 20, seed: int = 1234, lo: int = 256,
 
 
 def train(out: Path, minutes: float = 45.0, max_steps: int = 6000,
-          log=print, command: str | None = None) -> dict[str, Any]:
+          log=print, command: str | None = None, init_model=None, prior: dict | None = None) -> dict[str, Any]:
     C.setup(SEED)
     tok = L.build_tokenizer()
-    model = make_model()
+    model = make_model() if init_model is None else init_model
     log(f"needle model: {C.n_params(model) / 1e6:.2f}M params")
-    state = {"cur_max": 8, "acc": 0.0, "best": -1.0, "full_len_step": None}
+    state = {"cur_max": int((prior or {}).get("final_curriculum_max_haystack", 8)), "acc": 0.0, "best": -1.0, "full_len_step": None}
     t_start = time.time()
 
     def lengths(rng: random.Random) -> tuple[int, int]:
@@ -171,16 +171,22 @@ def train(out: Path, minutes: float = 45.0, max_steps: int = 6000,
                 state["full_len_step"] = step
         return loss
 
+    def checkpoint(step: int, quick: dict | None = None) -> None:
+        C.save_model(model, out)
+        C.write_metrics(out, {"checkpoint_step": step, "quick_eval": quick, "training": {
+            "steps": step, "seconds": round(time.time() - t_start, 1),
+            "stop_reason": "checkpoint", "final_curriculum_max_haystack": state["cur_max"],
+            "curriculum_reached_full_length_at_step": state["full_len_step"]}})
+
     def eval_fn(step: int) -> bool:
         if state["cur_max"] < MAX_LEN:
+            checkpoint(step)
             return False
         quick = evaluate(model, tok, n_per_depth=4, seed=99 + step)
         log(f"step {step}: quick eval {quick['exact_match_by_depth']}")
         if quick["exact_match_mean"] >= state["best"]:
             state["best"] = quick["exact_match_mean"]
-            C.save_model(model, out)
-            C.write_metrics(out, {"checkpoint_step": step, "quick_eval": quick,
-                                  "elapsed_seconds": round(time.time() - t_start, 1)})
+            checkpoint(step, quick)
         return quick["exact_match_min"] >= 1.0 and quick["exact_match_mean"] >= 1.0 and \
             evaluate(model, tok, n_per_depth=10, seed=7 + step)["exact_match_min"] >= 0.95
 
@@ -188,6 +194,8 @@ def train(out: Path, minutes: float = 45.0, max_steps: int = 6000,
                         lr=1e-3, warmup=200, eval_every=100, eval_fn=eval_fn, log=log)
     info["curriculum_reached_full_length_at_step"] = state["full_len_step"]
     info["final_curriculum_max_haystack"] = state["cur_max"]
+    if prior:
+        info = C.merge_stages(prior, info)
     C.save_model(model, out)
     return finish(out, model, tok, info, command=command)
 
