@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--answer-weight", type=float, default=None,
+                    help="ioi only: extra loss weight on the IOI answer token")
     ap.add_argument("--resume", action="store_true",
                     help="continue training the model saved in DIR (a fresh LR schedule)")
     args = ap.parse_args(argv)
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         kw = {}
         if args.max_steps is not None:
             kw["max_steps"] = args.max_steps
+        if args.answer_weight is not None:
+            kw["answer_weight"] = args.answer_weight
         if args.resume:
             from transformers import AutoModelForCausalLM
 

@@ -2,7 +2,8 @@
 repeated spans, which grows a previous-token head (layer 0) and induction heads (layer 1).
 
 Data (every sequence starts with BOS; tokens uniform over the tokenizer's ordinary vocabulary):
-* 70% of batches: BOS + r + r with r random of length 10..100 (one length per batch; 80% of
+* first 400 steps: BOS + r + r with a growing maximum span (r of 2..4+96*step/400 tokens);
+* then 70% of batches: BOS + r + r with r random of length 10..100 (one length per batch; 80% of
   them 10..60, 20% 60..100);
 * 30%: 120 random tokens built from new random chunks (5..20 tokens) and copies of earlier
   chunks (5..30 tokens).
@@ -26,6 +27,7 @@ SEED = 0
 EVAL_LEN = 50
 EVAL_BATCH = 20
 EVAL_SEED = 4321
+CURRICULUM_STEPS = 400
 
 
 def make_model():
@@ -143,6 +145,12 @@ def train(out: Path, minutes: float = 20.0, max_steps: int = 3000, batch_size: i
 
     def batch_fn(step: int):
         rng = random.Random(SEED * 1_000_003 + step)
+        if step < CURRICULUM_STEPS:
+            # short spans first: attention is spread over few positions, so copying is learned
+            # fast; the maximum span grows linearly to 100 tokens
+            n = rng.randint(2, 4 + (96 * step) // CURRICULUM_STEPS)
+            ids = repeated_batch(rng, vocab, batch_size * 2 if n < 30 else batch_size, n)
+            return ids, repeated_weights(ids, n)
         if rng.random() < 0.7:
             n = rng.randint(10, 60) if rng.random() < 0.8 else rng.randint(60, 100)
             ids = repeated_batch(rng, vocab, batch_size, n)

@@ -44,14 +44,15 @@ def make_model():
     return GPT2LMHeadModel(cfg)
 
 
-def training_text(rng: random.Random, pairs) -> str:
+def training_text(rng: random.Random, pairs, with_kind: bool = False):
     if rng.random() < 0.7:
         ex = L.ioi_example(rng, pairs)
         text = ex["prompt"] + ex["answer"] + "."
         if rng.random() < 0.2:
             text = L.filler_sentence(rng) + " " + text
-        return text
-    return " ".join(L.filler_sentence(rng) for _ in range(rng.randint(2, 4)))
+        return (text, True) if with_kind else text
+    text = " ".join(L.filler_sentence(rng) for _ in range(rng.randint(2, 4)))
+    return (text, False) if with_kind else text
 
 
 def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +119,8 @@ def evaluate(model, tok=None, n_per_template: int = 20, seed: int = EVAL_SEED,
 
 
 def train(out: Path, minutes: float = 30.0, max_steps: int = 1500, batch_size: int = 48,
-          log=print, command: str | None = None, init_model=None, prior: dict | None = None) -> dict[str, Any]:
+          log=print, command: str | None = None, init_model=None, prior: dict | None = None,
+          answer_weight: float = 0.0) -> dict[str, Any]:
     C.setup(SEED)
     tok = L.build_tokenizer()
     model = make_model() if init_model is None else init_model
@@ -126,11 +128,17 @@ def train(out: Path, minutes: float = 30.0, max_steps: int = 1500, batch_size: i
     log(f"ioi model: {C.n_params(model) / 1e6:.2f}M params")
 
     def batch_fn(step: int):
-        rng = random.Random(SEED * 1_000_003 + step)
-        seqs = [[tok.bos_token_id] + tok.encode(training_text(rng, train_pairs),
-                                                add_special_tokens=False)
-                for _ in range(batch_size)]
-        return pad_batch(seqs)
+        rng = random.Random(SEED * 1_000_003 + step + (0 if prior is None else 10_000_000))
+        texts = [training_text(rng, train_pairs, with_kind=True) for _ in range(batch_size)]
+        seqs = [[tok.bos_token_id] + tok.encode(t, add_special_tokens=False) for t, _ in texts]
+        ids, w = pad_batch(seqs)
+        if answer_weight:
+            # extra weight on the answer name of IOI sentences (the token before the final '.')
+            mean_len = w.sum().item() / batch_size
+            for i, ((_, is_ioi), sq) in enumerate(zip(texts, seqs)):
+                if is_ioi:
+                    w[i, len(sq) - 2] += answer_weight * mean_len
+        return ids, w
 
     def eval_fn(step: int) -> bool:
         m = evaluate(model, tok, n_per_template=5, seed=EVAL_SEED + step)
@@ -143,10 +151,11 @@ def train(out: Path, minutes: float = 30.0, max_steps: int = 1500, batch_size: i
     if prior:
         info = C.merge_stages(prior, info)
     C.save_model(model, out)
-    return finish(out, model, tok, info, command=command)
+    return finish(out, model, tok, info, command=command, answer_weight=answer_weight)
 
 
-def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = None):
+def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = None,
+           answer_weight: float = 0.0):
     metrics = evaluate(model, tok)
     metrics_train = evaluate(model, tok, n_per_template=5, split="train")
     cfg = model.config
@@ -160,6 +169,11 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
                     "prompts: accuracy >= 0.995 and mean logit diff >= 5)",
         **info,
     }
+    if answer_weight:
+        training["answer_weight"] = (
+            f"{answer_weight}: the answer-name token of each IOI sentence gets an extra loss "
+            f"weight of {answer_weight} x (mean tokens per sequence), on top of the plain "
+            "next-token loss on every token")
     all_metrics = {"model": NAME, "eval": metrics, "eval_train_pairs": metrics_train,
                    "training": training, "params": C.n_params(model)}
     C.write_metrics(out, all_metrics)
