@@ -127,6 +127,7 @@ def write_card(
     training: dict[str, Any],
     metrics: dict[str, Any],
     targets: str,
+    targets_met: bool | None = None,
 ) -> None:
     arch = "\n".join(f"- {k}: {v}" for k, v in architecture.items())
     train = "\n".join(f"- {k}: {v}" for k, v in training.items())
@@ -149,6 +150,8 @@ Measured by the recipe's own eval (`python -m interp.models.train {name} --eval-
 also in `metrics.json`.
 
 Targets: {targets}
+
+Targets met: {"yes" if targets_met else "NO (see the numbers below)" if targets_met is not None else "n/a"}
 
 {met}
 

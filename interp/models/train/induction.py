@@ -194,8 +194,10 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
                     "0.9, prev-token >= 0.6, loss ratio <= 0.05)",
         **info,
     }
+    met = (metrics["induction_score_best"] >= 0.8 and metrics["prev_token_score_best"] >= 0.4
+           and metrics["loss_ratio_second_over_first"] <= 0.1)
     all_metrics = {"model": NAME, "eval": metrics, "training": training,
-                   "params": C.n_params(model)}
+                   "params": C.n_params(model), "targets_met": met}
     C.write_metrics(out, all_metrics)
     C.write_card(
         out,
@@ -222,5 +224,6 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
         targets="best-head induction score >= 0.8 (mean of pattern.diagonal(1 - 50)), some "
                 "previous-token head >= 0.4 (mean of diagonal(-1)), second-half loss <= 10% of "
                 "first-half loss",
+        targets_met=met,
     )
     return all_metrics

@@ -174,8 +174,9 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
             f"{answer_weight}: the answer-name token of each IOI sentence gets an extra loss "
             f"weight of {answer_weight} x (mean tokens per sequence), on top of the plain "
             "next-token loss on every token")
+    met = metrics["io_over_s_accuracy"] >= 0.95 and metrics["mean_logit_diff"] >= 3
     all_metrics = {"model": NAME, "eval": metrics, "eval_train_pairs": metrics_train,
-                   "training": training, "params": C.n_params(model)}
+                   "training": training, "params": C.n_params(model), "targets_met": met}
     C.write_metrics(out, all_metrics)
     C.write_card(
         out,
@@ -205,5 +206,6 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
         targets="on held-out name pairs (600 prompts: 15 BABA + 15 ABBA templates x 20), "
                 "IO-over-S accuracy (logit[IO] > logit[S] at the last position) >= 0.95 and "
                 "mean logit difference >= 3",
+        targets_met=met,
     )
     return all_metrics
