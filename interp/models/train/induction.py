@@ -144,8 +144,8 @@ def train(out: Path, minutes: float = 20.0, max_steps: int = 3000, batch_size: i
     log(f"induction model: {C.n_params(model) / 1e6:.2f}M params")
 
     def batch_fn(step: int):
-        rng = random.Random(SEED * 1_000_003 + step)
-        if step < CURRICULUM_STEPS:
+        rng = random.Random(SEED * 1_000_003 + step + (0 if prior is None else 10_000_000))
+        if prior is None and step < CURRICULUM_STEPS:
             # short spans first: attention is spread over few positions, so copying is learned
             # fast; the maximum span grows linearly to 100 tokens
             n = rng.randint(2, 4 + (96 * step) // CURRICULUM_STEPS)
