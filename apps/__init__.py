@@ -1,0 +1,1 @@
+"""The Streamlit Circuit Explorer (entry point: apps/explorer.py)."""

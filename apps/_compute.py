@@ -1,0 +1,70 @@
+"""Cached calls into the library, keyed by (model spec, prompt key, options).
+
+Each function is one library call (plus slicing); results are pickled by ``st.cache_data`` so a
+revisited page, or the export, reuses them. No method logic lives here.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from apps._common import get_model, get_prompts
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the logit lens…")
+def lens(spec: str, key: tuple, k: int = 5):
+    from interp.lens import logit_lens
+
+    return logit_lens(get_model(spec), get_prompts(spec, key), k=k)
+
+
+@st.cache_data(max_entries=16, show_spinner="Direct logit attribution…")
+def dla(spec: str, key: tuple):
+    from interp.lens import direct_logit_attribution
+
+    return direct_logit_attribution(get_model(spec), get_prompts(spec, key))
+
+
+@st.cache_data(max_entries=32, show_spinner="Caching attention patterns…")
+def patterns(spec: str, key: tuple, example: int):
+    """[layer, head, query, key] for one example, cut at its answer position."""
+    from interp.heads import patterns as all_patterns
+
+    ps = get_prompts(spec, key)
+    n = int(ps.answer_pos[example]) + 1
+    pats = all_patterns(get_model(spec), ps.clean_tokens[example:example + 1, :n])
+    return pats[:, 0]
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring heads…")
+def head_scores(spec: str, kind: str):
+    """Diagonal head scores on repeated random tokens (independent of the prompt set)."""
+    from interp import heads
+
+    model = get_model(spec)
+    seq_len = max(4, min(20, (int(model.cfg.n_ctx) - 1) // 2))
+    fn = {"induction": heads.induction_scores, "previous token": heads.previous_token_scores,
+          "duplicate token": heads.duplicate_token_scores}[kind]
+    return fn(model, seq_len=seq_len, batch=8)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def str_tokens(spec: str, key: tuple, example: int, corrupted: bool = False) -> list[str]:
+    return get_prompts(spec, key).str_tokens(get_model(spec), example, corrupted=corrupted)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the model…")
+def baseline(spec: str, key: tuple) -> dict:
+    """Clean and corrupted metric per example (logit difference answer - wrong)."""
+    import torch
+
+    from interp.metrics import resolve_metric
+
+    model, ps = get_model(spec), get_prompts(spec, key)
+    m = resolve_metric("logit_diff")
+    out = {}
+    with torch.no_grad():
+        out["clean"] = m.from_full(model(ps.clean_tokens), ps).tolist()
+        if ps.corrupted_tokens is not None:
+            out["corrupted"] = m.from_full(model(ps.corrupted_tokens), ps).tolist()
+    return out

@@ -1,0 +1,69 @@
+"""Report sections: for each page the user visited, rebuild its figures and numbers from the
+cached results with the settings recorded by that page (nothing is recomputed if cached)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pandas as pd
+
+from apps import _compute as C
+from apps._common import describe_key, get_model, get_prompts
+
+Builder = Callable[[str, tuple, dict], dict[str, Any]]
+BUILDERS: dict[str, tuple[str, Builder]] = {}
+
+
+def builder(page: str, title: str):
+    def deco(fn: Builder) -> Builder:
+        BUILDERS[page] = (title, fn)
+        return fn
+    return deco
+
+
+@builder("model", "Model & prompts")
+def _model(spec: str, key: tuple, s: dict) -> dict:
+    from interp.models import describe
+
+    model, ps = get_model(spec), get_prompts(spec, key)
+    tok = model.tokenizer
+    base = C.baseline(spec, key)
+    numbers = {"mean logit diff (clean)": sum(base["clean"]) / len(base["clean"])}
+    if "corrupted" in base:
+        numbers["mean logit diff (corrupted)"] = sum(base["corrupted"]) / len(base["corrupted"])
+    table = pd.DataFrame({"clean": ps.clean_text or [""] * len(ps),
+                          "answer": [tok.decode([int(i)]) for i in ps.answer_ids],
+                          "logit diff": base["clean"]})
+    return dict(settings={"model": spec, "prompts": describe_key(key)}, numbers=numbers,
+                tables={"prompts": table}, text=describe(model).summary())
+
+
+@builder("attention", "Attention")
+def _attention(spec: str, key: tuple, s: dict) -> dict:
+    from apps._figures import attention_grid
+    from interp.viz import attention_figure
+
+    ex = int(s.get("example", 0))
+    layer, head = (int(x) for x in s.get("head", "L0H0")[1:].split("H"))
+    pats, toks = C.patterns(spec, key, ex), C.str_tokens(spec, key, ex)
+    figs = [attention_grid(pats, toks, selected=(layer, head)),
+            attention_figure(pats[layer, head], toks, title=f"L{layer}H{head} on example {ex}")]
+    numbers = {}
+    if s.get("overlay", "none") != "none":
+        sc = C.head_scores(spec, s["overlay"])
+        figs.append(sc.plot(title=f"{s['overlay']} score per head"))
+        best, val = sc.best()
+        numbers = {f"best {s['overlay']} head": f"L{best[0]}H{best[1]}", "best score": val}
+    return dict(settings=s, figures=figs, numbers=numbers)
+
+
+@builder("lens", "Logit lens")
+def _lens(spec: str, key: tuple, s: dict) -> dict:
+    ex = int(s.get("example", 0))
+    res = C.lens(spec, key, int(s.get("k", 5)))
+    ap = int(get_prompts(spec, key).answer_pos[ex])
+    first = res.first_top1_layer(example=ex)
+    ranks = pd.DataFrame({"layer": res.coords["layer"], "target rank": res.target_rank[:, ex, ap].tolist(),
+                          "target prob": res.values[:, ex, ap].tolist()})
+    return dict(settings=s, figures=[res.plot(example=ex)], tables={"target token by layer": ranks},
+                numbers={"first top-1 layer": "never" if first is None else res.coords["layer"][first]})
