@@ -39,10 +39,12 @@ class HeadScores(Result):
     value_name = "score"
 
     @classmethod
-    def from_tensor(cls, model, scores: Tensor, **meta) -> HeadScores:
+    def from_tensor(cls, model, scores: Tensor, *, per_example: Tensor | None = None,
+                    **meta) -> HeadScores:
         info = describe(model)
         meta.setdefault("kv_group", [[info.kv_head(h) for h in range(info.n_heads)]] * info.n_layers)
-        return cls(values=scores.float(), dims=("layer", "head"), meta=meta)
+        return cls(values=scores.float(), dims=("layer", "head"), meta=meta,
+                   per_example=None if per_example is None else per_example.float())
 
     def ranked(self) -> pd.DataFrame:
         df = self.to_frame().sort_values("score", ascending=False).reset_index(drop=True)
