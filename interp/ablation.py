@@ -1,0 +1,266 @@
+"""Ablation of heads, attention layers and MLPs; knockout sweeps; head importance and pruning;
+direct versus total effect (the Hydra effect).
+
+Components are named ``"L3H2"`` (query head 2 of layer 3), ``"ATTN3"`` (attention layer 3's whole
+output, bias included) and ``"MLP3"``. A head is ablated on its own slice of ``hook_z``, so in GQA
+models the key/value head it shares with its group is never touched.
+
+Methods (METHODS.md section 5):
+
+* ``zero``: the activation is set to 0.
+* ``mean``: the mean over reference prompts (default: the prompts themselves), per position when
+  every reference prompt has the same length as the prompts and no padding ("mean-positional"),
+  otherwise the mean over every real token.
+* ``resample``: the activation from another prompt of the distribution: the reference prompts
+  (paired by a seeded permutation) or, without a reference, the prompts' corrupted versions, or
+  a seeded derangement of the prompts themselves.
+
+Every intervention is scoped: ``ablated(...)`` adds hooks for the body of a ``with`` block and
+removes them on exit, also when the body raises; the functions use it the same way.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Literal, Sequence
+
+import torch
+from torch import Tensor
+
+from interp._ablation_engine import (
+    Component,
+    Method,
+    Replayer,
+    hooks_for,
+    parse_components,
+    scoped_hooks,
+    sources,
+    sweep_layer_hooks,
+)
+from interp.lens import _decode
+from interp.metrics import MetricSpec, bootstrap_ci, logits_at, resolve_metric
+from interp.models import describe
+from interp.prompts import PromptSet
+from interp.results import Result
+
+__all__ = [
+    "AblationResult",
+    "HydraResult",
+    "PruningResult",
+    "ablate",
+    "ablated",
+    "direct_vs_total",
+    "head_importance",
+    "induction_ablation_check",
+    "knockout_sweep",
+    "parse_components",
+    "prune_heads",
+]
+
+
+@dataclass(kw_only=True)
+class AblationResult(Result):
+    """``values``: mean metric change (ablated - baseline) per ablation, with ``per_example`` and
+    a bootstrap ``ci``. ``ablate`` gives one cell (dims ``("ablation",)``); ``knockout_sweep``
+    gives ``[layer, head]`` and the MLPs in ``mlp_values [layer]`` (+ per-example and CI).
+
+    ``meta`` holds ``baseline`` (mean metric without ablation), ``method``, ``metric`` and the
+    components; ``top_before``/``top_after`` list each example's top-k (token, probability) at
+    its answer position."""
+
+    baseline_per_example: Tensor | None = None
+    ablated_per_example: Tensor | None = None
+    mlp_values: Tensor | None = None
+    mlp_per_example: Tensor | None = None
+    mlp_ci: Tensor | None = None
+    top_before: list | None = None
+    top_after: list | None = None
+    value_name = "delta"
+
+    @property
+    def baseline(self) -> float:
+        return float(self.meta["baseline"])
+
+    @property
+    def ablated(self) -> float:
+        """Mean ablated metric (``ablate`` results)."""
+        return float(self.meta["ablated"])
+
+    def mlp_frame(self):
+        import pandas as pd
+
+        if self.mlp_values is None:
+            raise ValueError("this result has no MLP knockouts (include_mlps=False).")
+        df = pd.DataFrame({"layer": range(len(self.mlp_values)), "delta": self.mlp_values.numpy()})
+        if self.mlp_ci is not None:
+            df["ci_low"], df["ci_high"] = self.mlp_ci[:, 0].numpy(), self.mlp_ci[:, 1].numpy()
+        return df
+
+
+@contextmanager
+def ablated(
+    model,
+    components: Sequence[str] | str,
+    *,
+    method: Method = "zero",
+    reference: PromptSet | None = None,
+    per_position: bool | None = None,
+    seed: int = 0,
+) -> Iterator[None]:
+    """Run the body with ``components`` ablated; the hooks are removed on exit (also on error).
+
+    ``mean`` and ``resample`` need ``reference`` prompts here (there are no prompts to fall back
+    on); resampled rows are paired to the batch by a seeded permutation, cycled if shorter."""
+    comps = parse_components(model, components)
+    src, rows, _ = sources(model, comps, method, None, reference, per_position, seed)
+    with scoped_hooks(model, hooks_for(comps, src, rows)):
+        yield
+
+
+def _top_k(model, logits: Tensor, k: int) -> list:
+    probs = logits.float().softmax(-1)
+    top = probs.topk(k, dim=-1)
+    tok = getattr(model, "tokenizer", None)
+
+    def name(t: int) -> str:
+        return tok.decode([t]) if tok is not None else str(t)
+
+    return [[(name(int(i)), float(p)) for i, p in zip(ids, ps)]
+            for ids, ps in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def ablate(
+    model,
+    prompts: PromptSet,
+    components: Sequence[str] | str,
+    *,
+    method: Method = "zero",
+    reference: PromptSet | None = None,
+    metric: MetricSpec = "logit_diff",
+    per_position: bool | None = None,
+    k: int = 5,
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> AblationResult:
+    """Ablate ``components`` together on ``prompts``: baseline and ablated metric per example,
+    the change with a bootstrap CI, and the top-k predictions before and after."""
+    prompts.check(model)
+    comps = parse_components(model, components)
+    src, rows, pp = sources(model, comps, method, prompts, reference, per_position, seed)
+    tokens = prompts.clean_tokens
+    with torch.no_grad():
+        clean = model(tokens)
+        clean_ans = logits_at(clean, prompts.answer_pos)
+        m = resolve_metric(metric, clean_answer_logits=clean_ans)
+        base = m.from_full(clean, prompts).float()
+        with scoped_hooks(model, hooks_for(comps, src, rows)):
+            logits = model(tokens)
+            abl = m.from_full(logits, prompts).float()
+        abl_ans = logits_at(logits, prompts.answer_pos)
+    delta = (abl - base)[None]
+    label = "+".join(c.label for c in comps)
+    return AblationResult(
+        values=delta.mean(-1), dims=("ablation",), coords={"ablation": [label]},
+        per_example=delta, ci=bootstrap_ci(delta, n_boot=n_boot, seed=seed),
+        baseline_per_example=base, ablated_per_example=abl,
+        top_before=_top_k(model, clean_ans, k), top_after=_top_k(model, abl_ans, k),
+        meta={"method": method, "metric": m.name, "components": [c.label for c in comps],
+              "baseline": float(base.mean()), "ablated": float(abl.mean()),
+              "per_position": pp, "n_prompts": len(prompts)},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# knockout sweep
+# --------------------------------------------------------------------------------------------
+
+
+def _stack_metric(m, model, resid: Tensor, prompts: PromptSet, n: int) -> Tensor:
+    """Metric of each of ``n`` stacked copies from their final residual stream -> [n, b]."""
+    b = len(prompts)
+    out = []
+    for j in range(n):
+        r = resid[j * b:(j + 1) * b]
+        if m.all_positions:
+            out.append(m(_decode(model, r), prompts).float())
+        else:
+            bi = torch.arange(b, device=r.device)
+            out.append(m(_decode(model, r[bi, prompts.answer_pos.to(r.device)]), prompts).float())
+    return torch.stack(out)
+
+
+def knockout_sweep(
+    model,
+    prompts: PromptSet,
+    *,
+    method: Method = "zero",
+    include_mlps: bool = True,
+    metric: MetricSpec = "logit_diff",
+    reference: PromptSet | None = None,
+    per_position: bool | None = None,
+    implementation: Literal["replay", "batched", "loop"] = "replay",
+    max_batch: int = 512,
+    seed: int = 0,
+    n_boot: int = 1000,
+    progress: bool = False,
+) -> AblationResult:
+    """Ablate each head (and each MLP) alone: ``values[layer, head]`` = mean metric change.
+
+    ``replay`` (default) starts each layer's ablations from the cached clean ``resid_pre`` and
+    runs all of them along the batch axis (up to ``max_batch`` rows per call); ``batched`` runs
+    full forwards with the ablations stacked on the batch axis; ``loop`` runs one forward per
+    component (the plain reference)."""
+    prompts.check(model)
+    info = describe(model)
+    b = len(prompts)
+    heads = [f"L{layer}H{h}" for layer in range(info.n_layers) for h in range(info.n_heads)]
+    mlps = [f"MLP{layer}" for layer in range(info.n_layers)] if include_mlps else []
+    comps = parse_components(model, heads + mlps)
+    src, rows, pp = sources(model, comps, method, prompts, reference, per_position, seed)
+    tokens = prompts.clean_tokens
+    results: dict[Component, Tensor] = {}
+    with torch.no_grad():
+        if implementation == "replay":
+            rep = Replayer(model, tokens)
+            clean = rep.logits
+        else:
+            clean = model(tokens)
+        m = resolve_metric(metric, clean_answer_logits=logits_at(clean, prompts.answer_pos))
+        base = m.from_full(clean, prompts).float()
+        per_call = max(1, max_batch // b)
+        for layer in range(info.n_layers):
+            layer_comps = [c for c in comps if c.layer == layer]
+            if progress:
+                print(f"knockout_sweep: layer {layer + 1}/{info.n_layers}", flush=True)
+            for start in range(0, len(layer_comps), per_call if implementation != "loop" else 1):
+                chunk = layer_comps[start:start + (per_call if implementation != "loop" else 1)]
+                n = len(chunk)
+                with scoped_hooks(model, sweep_layer_hooks(chunk, b, src, rows)):
+                    if implementation == "replay":
+                        vals = _stack_metric(m, model, rep.run(layer, n), prompts, n)
+                    else:
+                        logits = model(tokens.repeat(n, 1))
+                        vals = torch.stack([m.from_full(logits[j * b:(j + 1) * b], prompts).float()
+                                            for j in range(n)])
+                for c, v in zip(chunk, vals):
+                    results[c] = v.cpu()
+    base = base.cpu()
+    head_pe = torch.stack([results[c] for c in comps if c.kind == "head"]).view(info.n_layers, info.n_heads, b) - base
+    out = AblationResult(
+        values=head_pe.mean(-1), dims=("layer", "head"), per_example=head_pe,
+        ci=bootstrap_ci(head_pe, n_boot=n_boot, seed=seed), baseline_per_example=base,
+        meta={"method": method, "metric": m.name, "baseline": float(base.mean()),
+              "per_position": pp, "implementation": implementation, "n_prompts": b,
+              "kv_group": [[info.kv_head(h) for h in range(info.n_heads)]] * info.n_layers},
+    )
+    if include_mlps:
+        mlp_pe = torch.stack([results[c] for c in comps if c.kind == "mlp"]) - base
+        out.mlp_values, out.mlp_per_example = mlp_pe.mean(-1), mlp_pe
+        out.mlp_ci = bootstrap_ci(mlp_pe, n_boot=n_boot, seed=seed)
+    return out
+
+
+from interp._ablation_hydra import HydraResult, direct_vs_total  # noqa: E402
+from interp._ablation_prune import PruningResult, head_importance, prune_heads  # noqa: E402
+from interp._ablation_zoo import induction_ablation_check  # noqa: E402
