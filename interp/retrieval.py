@@ -26,7 +26,6 @@ the decode-step head masks of ``interp._decode``.
 from __future__ import annotations
 
 import copy
-import math
 import random
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
@@ -230,3 +229,199 @@ def retrieval_scores(
     )
     res.meta["retrieval_heads"] = [f"L{lh[0]}H{lh[1]}" for lh in res.above(RETRIEVAL_THRESHOLD)]
     return res
+
+
+# ----------------------------------------------------------------------------------------------
+# masking experiment
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class MaskingResult(Result):
+    """Needle accuracy (100 x mean ROUGE-1 recall of the answer) per condition:
+    ``baseline``, ``top_k`` (the top-K retrieval heads masked), ``random_k`` (mean over draws of
+    K random heads outside the top heads). ``meta`` names the heads, the per-draw accuracies and
+    the exact-match rates (every answer word recalled)."""
+
+    value_name = "accuracy"
+
+    @property
+    def drop_top(self) -> float:
+        return float(self.values[0] - self.values[1])
+
+    @property
+    def drop_random(self) -> float:
+        return float(self.values[0] - self.values[2])
+
+
+def _parse_heads(heads, info) -> list[tuple[int, int]]:
+    out = []
+    for h in heads:
+        if isinstance(h, str):
+            import re
+
+            m = re.fullmatch(r"L(\d+)H(\d+)", h)
+            if not m:
+                raise ValueError(f"head {h!r} is not of the form 'L3H2'")
+            h = (int(m.group(1)), int(m.group(2)))
+        layer, head = int(h[0]), int(h[1])
+        info.check_head(layer, head)
+        out.append((layer, head))
+    return out
+
+
+def _accuracy(model, trials: list[Trial], heads, mode, max_new_tokens, is_stop, batch_size):
+    by_len: dict[int, list[int]] = {}
+    for i, t in enumerate(trials):
+        by_len.setdefault(len(t.ids), []).append(i)
+    recalls = [0.0] * len(trials)
+    tok = model.tokenizer
+    for g in by_len.values():
+        for c in range(0, len(g), batch_size):
+            idx = g[c:c + batch_size]
+            gens = greedy_decode(model, [trials[i].ids for i in idx], max_new_tokens=max_new_tokens,
+                                 is_stop=is_stop, heads=heads, mode=mode)
+            for i, gen in zip(idx, gens):
+                recalls[i] = rouge1_recall(trials[i].answer, tok.decode(gen))
+    r = torch.tensor(recalls)
+    return 100 * float(r.mean()), 100 * float((r >= 1).float().mean())
+
+
+def masking_experiment(
+    model,
+    *,
+    heads: Sequence[tuple[int, int] | str] | None = None,
+    k: int = 10,
+    n_random: int = 3,
+    scores: HeadScores | None = None,
+    mode: MaskMode = "query",
+    exclude_top: int | None = None,
+    needles: Sequence[Needle | dict | tuple] | Needle | None = None,
+    haystack: str | Sequence[str] | None = None,
+    lengths: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    max_new_tokens: int = 50,
+    stop: Sequence[str] = ("\n",),
+    batch_size: int = 16,
+    seed: int = 0,
+) -> MaskingResult:
+    """Wu et al.'s causal check: needle accuracy with the top-K retrieval heads masked against K
+    random heads drawn from outside the top ``exclude_top`` heads (default: max(K, number of heads
+    scoring > 0.1)); ``n_random`` draws. Masks apply to decode steps only (the prefill runs
+    unmasked); ``mode="query"`` zeroes the query after rotary (uniform attention),
+    ``"output"`` the head's output. Without ``heads`` the top K are taken from ``scores``
+    (computed with :func:`retrieval_scores` on the same trials when not given)."""
+    info = describe(model)
+    if not 1 <= k <= info.n_layers * info.n_heads:
+        raise ValueError(f"k must be in 1..{info.n_layers * info.n_heads}, got {k}")
+    grid = dict(needles=needles, haystack=haystack, lengths=lengths, depths=depths)
+    if heads is None and scores is None:
+        scores = retrieval_scores(model, **grid, max_new_tokens=max_new_tokens, stop=stop,
+                                  batch_size=batch_size, seed=seed)
+    ranked = None
+    if scores is not None:
+        if tuple(scores.values.shape) != (info.n_layers, info.n_heads):
+            raise ValueError("scores do not match this model's [layer, head] shape")
+        flat = scores.values.flatten().argsort(descending=True, stable=True).tolist()
+        ranked = [divmod(i, info.n_heads) for i in flat]
+    if heads is None:
+        top = ranked[:k]
+    else:
+        top = _parse_heads(heads, info)
+        k = len(top)
+    if ranked is None:
+        pool = [(a, b) for a in range(info.n_layers) for b in range(info.n_heads) if (a, b) not in top]
+    else:
+        n_ret = int((scores.values > RETRIEVAL_THRESHOLD).sum())
+        skip = exclude_top if exclude_top is not None else max(k, n_ret)
+        pool = [h for h in ranked[skip:] if h not in top]
+    if len(pool) < k:
+        raise ValueError(f"only {len(pool)} heads lie outside the top heads; lower k or exclude_top")
+    trials = _trials(model, needles, haystack, lengths, depths, max_new_tokens, seed)
+    is_stop = stop_ids(model, stop)
+    run = lambda hs: _accuracy(model, trials, hs, mode, max_new_tokens, is_stop, batch_size)  # noqa: E731
+    base, base_em = run([])
+    top_acc, top_em = run(top)
+    rng = random.Random(seed)
+    draws = [sorted(rng.sample(pool, k)) for _ in range(n_random)]
+    rand = [run(d) for d in draws]
+    rand_acc = sum(a for a, _ in rand) / len(rand)
+    label = lambda hs: [f"L{a}H{b}" for a, b in hs]  # noqa: E731
+    return MaskingResult(
+        values=torch.tensor([base, top_acc, rand_acc]), dims=("condition",),
+        coords={"condition": ["baseline", "top_k", "random_k"]},
+        meta=dict(top_heads=label(top), random_heads=[label(d) for d in draws],
+                  random_accuracy=[a for a, _ in rand], exact_match=dict(
+                      baseline=base_em, top_k=top_em, random_k=[e for _, e in rand]),
+                  k=k, mode=mode, n_trials=len(trials), title="Needle accuracy under head masking"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# DeCoRe
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class DecodeOutput:
+    tokens: list[int]
+    text: str
+    alphas: list[float]
+
+
+@torch.no_grad()
+def decore_generate(
+    model,
+    prompt: str | Sequence[int] | Tensor,
+    *,
+    heads: Sequence[tuple[int, int] | str],
+    alpha: float | None = None,
+    max_new_tokens: int = 50,
+    mode: MaskMode = "query",
+) -> DecodeOutput:
+    """DeCoRe greedy decoding: ``argmax (1+a) log p_base - a log p_masked`` where ``masked`` has
+    ``heads`` masked on decode steps; ``a`` = entropy of p_base in nats (``alpha=None``, the
+    paper's DeCoRe-entropy) or a fixed value (DeCoRe-vanilla uses 0.5). Both runs share the
+    unmasked prefill cache; stops at EOS."""
+    info = describe(model)
+    hs = _parse_heads(heads, info)
+    if isinstance(prompt, str):
+        ids = model.to_tokens(prompt)[0].tolist()
+    else:
+        ids = torch.as_tensor(prompt).reshape(-1).tolist()
+    if len(ids) < 2:
+        raise ValueError("the prompt needs at least 2 tokens (BOS + one)")
+    if len(ids) + max_new_tokens > info.n_ctx:
+        raise ValueError(f"prompt ({len(ids)}) + max_new_tokens exceeds the context ({info.n_ctx})")
+    device = next(model.parameters()).device
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    with kv_cache(model):
+        _, base_cache = model(torch.tensor([ids[:-1]], device=device),
+                              return_type="logits_and_cache", past_key_values=new_cache(model))
+    if base_cache is None or base_cache.get_seq_length() != len(ids) - 1:
+        raise RuntimeError("this model's bridge keeps no KV cache; decore_generate needs one")
+    masked_cache = copy.deepcopy(base_cache)
+    tokens, alphas = [], []
+    last = ids[-1]
+    for step in range(max_new_tokens):
+        total = len(ids) + step
+        kw = dict(attention_mask=torch.ones(1, total, dtype=torch.long, device=device),
+                  position_ids=torch.full((1, 1), total - 1, device=device),
+                  return_type="logits_and_cache")
+        x = torch.tensor([[last]], device=device)
+        with kv_cache(model):
+            lb, base_cache = model(x, past_key_values=base_cache, **kw)
+            with model.hooks(fwd_hooks=mask_hooks(model, hs, mode=mode)):
+                lm, masked_cache = model(x, past_key_values=masked_cache, **kw)
+        lp_b = torch.log_softmax(lb[0, -1].double(), -1)
+        lp_m = torch.log_softmax(lm[0, -1].double(), -1)
+        if alpha is None:
+            a = float(-(lp_b.exp() * torch.log(lp_b.exp() + 1e-12)).sum())
+        else:
+            a = float(alpha)
+        y = int(((1 + a) * lp_b - a * lp_m).argmax())
+        tokens.append(y)
+        alphas.append(a)
+        last = y
+        if y == eos:
+            break
+    text = model.tokenizer.decode(tokens[:-1] if tokens and tokens[-1] == eos else tokens)
+    return DecodeOutput(tokens, text, alphas)

@@ -1,0 +1,199 @@
+"""Retrieval heads: ROUGE, trials, copy-paste scoring, reference/fast parity, masks, DeCoRe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp import retrieval as R
+from interp._decode import greedy_decode, mask_hooks, stop_ids
+from interp._needle_trials import build_trials, default_haystack, default_needles, find_span
+from interp._rouge import rouge1_recall, rouge_tokens
+
+from conftest import assert_no_hooks
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # decoding runs many small forwards: one thread avoids oversubscribing a shared machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+GRID = dict(lengths=[40, 56], depths=[0, 50, 100], max_new_tokens=5)
+GRID1 = dict(GRID, needles=default_needles(1, seed=4))  # 6 trials
+
+
+# --- ROUGE-1 recall (hand-computed) -----------------------------------------------------------
+
+def test_rouge1_recall_hand_cases():
+    assert rouge_tokens("Take a walk, in Chaoyang-Park!") == ["take", "a", "walk", "in", "chaoyang", "park"]
+    assert rouge1_recall("alpha bravo charlie", " alpha bravo charlie.") == 1.0
+    assert rouge1_recall("alpha bravo charlie", "bravo") == pytest.approx(1 / 3)
+    # clipped counts: reference "a a b" vs prediction "a b b" -> min(2,1)+min(1,2) = 2 of 3
+    assert rouge1_recall("a a b", "a b b") == pytest.approx(2 / 3)
+    assert rouge1_recall("Alpha", "ALPHA") == 1.0  # case-insensitive
+    assert rouge1_recall("x y", "") == 0.0
+    with pytest.raises(ValueError, match="no words"):
+        rouge1_recall("...", "x")
+
+
+# --- trials -----------------------------------------------------------------------------------
+
+def test_find_span_overlap_rule():
+    assert find_span([9, 1, 2, 3, 4], [2, 3, 4]) == (2, 5)
+    assert find_span([9, 1, 2, 3, 4], [5, 6]) is None
+    # 9 of 10 unique tokens is not > 0.9; all 10 is
+    ans = list(range(10, 20))
+    assert find_span([0] + ans[:9] + [99], ans) is None
+    assert find_span([0, 0] + ans, ans) == (2, 12)
+
+
+def test_build_trials_layout(tiny_llama):
+    tok = tiny_llama.tokenizer
+    needles = default_needles(2, seed=3)
+    trials = build_trials(tiny_llama, needles, [default_haystack(seed=3)], [40, 64], [0, 33, 100])
+    assert len(trials) == 2 * 2 * 3
+    for t in trials:
+        assert len(t.ids) == t.ctx_len  # BOS + context + needle + question
+        a, b = t.span
+        assert tok.decode(t.ids[a:b]).split() == needles[t.needle_index].answer.split()
+        text = tok.decode(t.ids[1:])
+        assert text.endswith(needles[t.needle_index].question)
+        nd = needles[t.needle_index]
+        before = text.split(" " + nd.needle)[0]
+        if t.depth == 0:
+            assert before == ""
+        elif t.depth == 100:
+            assert text.endswith(" " + nd.needle + nd.question)
+        else:
+            assert before == "" or before.endswith(".")  # stepped back to just after a period
+    with pytest.raises(ValueError, match="no room"):
+        build_trials(tiny_llama, needles, ["The cat slept."], [10], [0])
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+def test_trial_scores_hand_case():
+    prompt = [0, 5, 7, 8, 9, 3]  # span [2, 5) = tokens 7 8 9
+    gen = [7, 8, 7, 4]
+    # one layer, three heads, four steps of argmax keys
+    jstar = torch.tensor([[[2, 3, 2, 2],     # copies 7, 8, 7 (repeat counts twice); step 4 wrong token
+                           [1, 3, 4, 6],     # key 1 outside span; 3 -> 8 ok; 4 -> 9 != 7; 6 generated
+                           [5, 5, 5, 5]]])   # never inside the span
+    s = R.trial_scores(jstar, gen, prompt, (2, 5))
+    assert s.tolist() == [[3 / 3, 1 / 3, 0.0]]
+
+
+def _internal_runs(model, impl):
+    trials = R._trials(model, GRID1["needles"], None, GRID["lengths"], GRID["depths"], 5, 0)
+    is_stop = stop_ids(model, ("\n",))
+    if impl == "reference":
+        return [R._reference_trial(model, t, 5, is_stop) for t in trials]
+    runs, fallbacks = R._fast_trials(model, trials, 5, is_stop, batch_size=4, progress=False)
+    assert fallbacks == 0
+    return runs
+
+
+@pytest.mark.parametrize("fam", ["gpt2", "llama"])
+def test_fast_equals_reference(tiny_dirs, fam):
+    from conftest import load_tiny
+
+    model = load_tiny(tiny_dirs, fam)
+    ref = _internal_runs(model, "reference")
+    fast = _internal_runs(model, "fast")
+    for (g1, j1), (g2, j2) in zip(ref, fast):
+        assert g1 == g2
+        assert torch.equal(j1, j2)  # every head's argmax key at every decode step
+    a = R.retrieval_scores(model, implementation="reference", min_recall=-1, **GRID1)
+    b = R.retrieval_scores(model, implementation="fast", min_recall=-1, **GRID1)
+    assert torch.equal(a.values, b.values) and torch.equal(a.per_example, b.per_example)
+    assert a.meta["n_accepted"] == b.meta["n_accepted"] == a.meta["n_trials"] == 6
+    assert a.values.shape == (3, 4) and b.meta["kv_group"][0] == ([0, 0, 1, 1] if fam == "llama" else [0, 1, 2, 3])
+    assert_no_hooks(model)
+
+
+def test_scores_mean_over_accepted_only(tiny_gpt2):
+    res = R.retrieval_scores(tiny_gpt2, **GRID)
+    acc = torch.tensor([t["accepted"] for t in res.meta["trials"]])
+    if acc.any():
+        assert torch.allclose(res.values, res.per_example[..., acc].mean(-1))
+    else:
+        assert torch.equal(res.values, torch.zeros(3, 4)) and res.meta["n_accepted"] == 0
+    assert all(t["accepted"] == (t["recall"] > 0.5) for t in res.meta["trials"])
+
+
+# --- decoding and masks ----------------------------------------------------------------------
+
+def test_cached_decode_matches_uncached_and_transformer_lens(tiny_model):
+    ids = torch.randint(2, 1000, (3, 12), generator=torch.Generator().manual_seed(0)).tolist()
+    never = lambda t: False  # noqa: E731
+    cached = greedy_decode(tiny_model, ids, max_new_tokens=6, is_stop=never)
+    plain = greedy_decode(tiny_model, ids, max_new_tokens=6, is_stop=never, use_cache=False)
+    assert cached == plain
+    tl = tiny_model.generate(torch.tensor(ids), max_new_tokens=6, do_sample=False,
+                             use_past_kv_cache=False, stop_at_eos=False, verbose=False)
+    assert tl[:, 12:].tolist() == plain
+    # masked decoding: the KV-cached path equals recomputing with the mask on decode positions
+    heads = [(0, 1), (2, 3)]
+    for mode in ("query", "output"):
+        a = greedy_decode(tiny_model, ids, max_new_tokens=6, is_stop=never, heads=heads, mode=mode)
+        b = greedy_decode(tiny_model, ids, max_new_tokens=6, is_stop=never, heads=heads, mode=mode,
+                          use_cache=False)
+        assert a == b
+    assert_no_hooks(tiny_model)
+
+
+def test_query_mask_makes_attention_uniform(tiny_model):
+    ids = torch.randint(2, 1000, (2, 10), generator=torch.Generator().manual_seed(1))
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(3)]
+    with tiny_model.hooks(fwd_hooks=mask_hooks(tiny_model, [(1, 2)], mode="query", from_pos=4)):
+        _, cache = tiny_model.run_with_cache(ids, names_filter=lambda n: n in names)
+    _, clean = tiny_model.run_with_cache(ids, names_filter=lambda n: n in names)
+    pat = cache[names[1]]  # [batch, head, q, k]
+    for q in range(4, 10):
+        assert torch.allclose(pat[:, 2, q, : q + 1], torch.full((2, q + 1), 1 / (q + 1)), atol=1e-6)
+    assert torch.allclose(pat[:, 2, :4], clean[names[1]][:, 2, :4], atol=1e-6)  # prefill untouched
+    assert torch.allclose(cache[names[0]], clean[names[0]])  # earlier layer untouched
+    assert not torch.allclose(pat[:, 2, 9], clean[names[1]][:, 2, 9])
+    assert_no_hooks(tiny_model)
+
+
+def test_masking_experiment_runs(tiny_gpt2):
+    scores = R.retrieval_scores(tiny_gpt2, **GRID1)
+    scores.values[1, 2] = 0.9  # pretend a retrieval head, to check the top/random split
+    res = R.masking_experiment(tiny_gpt2, scores=scores, k=2, n_random=2, **GRID1)
+    assert res.meta["top_heads"][0] == "L1H2"
+    for draw in res.meta["random_heads"]:
+        assert not set(draw) & set(res.meta["top_heads"])
+    assert res.values.shape == (3,) and ((0 <= res.values) & (res.values <= 100)).all()
+    assert res.drop_top == pytest.approx(float(res.values[0] - res.values[1]))
+    assert res.plot() is not None
+    with pytest.raises(ValueError, match="form"):
+        R.masking_experiment(tiny_gpt2, heads=["3.2"], **GRID)
+    assert_no_hooks(tiny_gpt2)
+
+
+def test_decore_alpha_zero_is_greedy(tiny_gqa_model):
+    ids = torch.randint(2, 1000, (1, 15), generator=torch.Generator().manual_seed(2))
+    out = R.decore_generate(tiny_gqa_model, ids[0], heads=["L0H1", (2, 3)], alpha=0.0,
+                            max_new_tokens=8)
+    tl = tiny_gqa_model.generate(ids, max_new_tokens=8, do_sample=False, use_past_kv_cache=False,
+                                 verbose=False)
+    assert out.tokens == tl[0, 15:15 + len(out.tokens)].tolist()
+    ent = R.decore_generate(tiny_gqa_model, ids[0], heads=["L0H1"], max_new_tokens=4)
+    assert all(a > 0 for a in ent.alphas)  # entropy-guided alpha
+    assert_no_hooks(tiny_gqa_model)
+
+
+def test_bad_inputs(tiny_gpt2):
+    with pytest.raises(ValueError, match="implementation"):
+        R.retrieval_scores(tiny_gpt2, implementation="slow", **GRID)
+    with pytest.raises(ValueError, match="exceeds"):
+        R.retrieval_scores(tiny_gpt2, lengths=[200], depths=[0])
+    with pytest.raises(ValueError, match="percent"):
+        R.retrieval_scores(tiny_gpt2, lengths=[40], depths=[0.5, 150])
+    with pytest.raises(ValueError, match="not found"):
+        R.retrieval_scores(tiny_gpt2, needles=[("The cat slept.", " Question:", "purple dragon")],
+                           lengths=[40], depths=[0])
