@@ -68,3 +68,93 @@ def baseline(spec: str, key: tuple) -> dict:
         if ps.corrupted_tokens is not None:
             out["corrupted"] = m.from_full(model(ps.corrupted_tokens), ps).tolist()
     return out
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def act_patching(spec: str, key: tuple, target: str, per_position: bool, direction: str):
+    from interp.patching import activation_patching
+
+    return activation_patching(get_model(spec), get_prompts(spec, key), target=target,
+                               per_position=per_position, direction=direction)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def path_patching(spec: str, key: tuple, receivers: tuple | str, receiver_input: str):
+    from interp import patching
+
+    return patching.path_patching(get_model(spec), get_prompts(spec, key),
+                                  receivers=receivers if receivers == "logits" else list(receivers),
+                                  receiver_input=receiver_input)
+
+
+def has_path_patching() -> bool:
+    try:
+        from interp import patching
+
+        return callable(getattr(patching, "path_patching"))
+    except (ImportError, AttributeError):
+        return False
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def ablate(spec: str, key: tuple, components: tuple, method: str):
+    from interp.ablation import ablate as run
+
+    return run(get_model(spec), get_prompts(spec, key), list(components), method=method)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def knockout(spec: str, key: tuple, method: str):
+    from interp.ablation import knockout_sweep
+
+    return knockout_sweep(get_model(spec), get_prompts(spec, key), method=method)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def prune(spec: str, key: tuple, step: float, stop_at: float, metric: str):
+    from interp.ablation import prune_heads
+
+    return prune_heads(get_model(spec), get_prompts(spec, key), step=step, stop_at=stop_at,
+                       metric=metric)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def retrieval(spec: str, lengths: tuple, depths: tuple, max_new_tokens: int):
+    from interp.retrieval import retrieval_scores
+
+    return retrieval_scores(get_model(spec), lengths=list(lengths), depths=list(depths),
+                            max_new_tokens=max_new_tokens)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def masking(spec: str, lengths: tuple, depths: tuple, max_new_tokens: int, k: int, n_random: int,
+            mode: str):
+    from interp.retrieval import masking_experiment
+
+    scores = retrieval(spec, lengths, depths, max_new_tokens)
+    return masking_experiment(get_model(spec), k=k, n_random=n_random, scores=scores, mode=mode,
+                              lengths=list(lengths), depths=list(depths),
+                              max_new_tokens=max_new_tokens)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def edge_attribution(spec: str, key: tuple):
+    from interp.attribution import edge_attribution as run
+
+    return run(get_model(spec), get_prompts(spec, key))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def faithfulness(spec: str, key: tuple, heads: tuple):
+    from interp.circuits import faithfulness as run
+
+    return run(get_model(spec), get_prompts(spec, key), list(heads))
+
+
+def available(module: str, attr: str) -> bool:
+    import importlib
+
+    try:
+        return callable(getattr(importlib.import_module(module), attr))
+    except (ImportError, AttributeError):
+        return False

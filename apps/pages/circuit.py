@@ -1,8 +1,82 @@
-"""Circuit page (waiting for `interp.attribution`)."""
+"""Circuit: heads and MLPs as nodes, edges scored by path patching or edge attribution, a
+threshold, faithfulness of the kept heads, and export (JSON / Graphviz DOT)."""
+
+from __future__ import annotations
+
+import json
 
 import streamlit as st
 
-from apps._common import require_module
+from apps import _compute as C
+from apps._common import guard, header, remember
+from interp.circuits import Circuit
+from interp.models import describe
 
-st.title("Circuit")
-require_module("interp.attribution", "This page")
+spec, model, key, prompts = header(
+    "Circuit", "Components as nodes, scored edges between them; keep the strongest with a "
+    "threshold and check how much of the behaviour the kept heads carry (faithfulness).")
+info = describe(model)
+sources = []
+if C.available("interp.attribution", "edge_attribution"):
+    sources.append("edge attribution")
+if C.available("interp.patching", "path_patching"):
+    sources.append("path patching (senders -> logits)")
+if C.available("interp.patching", "activation_patching"):
+    sources.append("activation patching of heads (nodes only)")
+if not sources:
+    st.warning("This page needs `interp.patching` or `interp.attribution`, which are not part of "
+               "this installation yet.", icon=":material/construction:")
+    st.stop()
+missing = [s for s, ok in (("edge attribution (interp.attribution)",
+                            C.available("interp.attribution", "edge_attribution")),
+                           ("path patching", C.available("interp.patching", "path_patching"))) if not ok]
+if missing:
+    st.caption(f"Not in this installation yet: {', '.join(missing)}.")
+source = st.radio("edges from", sources, horizontal=True, key="ci_source")
+
+edges: list[tuple[str, str, float]] = []
+with st.spinner(f"Scoring with {source}…"):
+    if source == "edge attribution":
+        res = guard("Edge attribution", C.edge_attribution, spec, key)
+        edges = [(s, d, float(w)) for s, d, w in res.edges]
+    elif source.startswith("path patching"):
+        res = guard("Path patching", C.path_patching, spec, key, "logits", "q")
+        edges = [(f"L{layer}H{h}", "logits", float(res.values[layer, h]))
+                 for layer in range(res.values.shape[0]) for h in range(res.values.shape[1])]
+    else:
+        res = guard("Activation patching", C.act_patching, spec, key, "z", False, "denoising")
+        edges = [(f"L{layer}H{h}", "", float(res.values[layer, h]))
+                 for layer in range(res.values.shape[0]) for h in range(res.values.shape[1])]
+
+wmax = max((abs(w) for *_, w in edges), default=0.0) or 1.0
+thr = st.slider("keep |score| >= threshold (fraction of the largest)", 0.0, 1.0, 0.3, 0.01,
+                key="ci_thr")
+cut = thr * wmax
+if source.startswith("activation patching"):
+    kept = [s for s, _, w in sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut]
+    circuit = Circuit.from_components(kept, n_layers=info.n_layers)
+else:
+    circuit = Circuit.from_edges(edges, n_layers=info.n_layers, threshold=cut)
+remember("circuit", {"source": source, "threshold": thr})
+
+heads = tuple(f"L{a}H{b}" for a, b in circuit.heads())
+left, right = st.columns([3, 2])
+left.plotly_chart(circuit.plot(title=f"Circuit: {len(circuit.nodes)} nodes, {len(circuit.edges)} "
+                               f"edges ({source})"), key="ci_graph")
+with right:
+    c1, c2 = st.columns(2)
+    c1.metric("nodes", len(circuit.nodes))
+    c2.metric("heads", len(heads))
+    if prompts.has_corrupted and heads:
+        f = guard("Faithfulness", C.faithfulness, spec, key, tuple(circuit.heads()))
+        st.metric("faithfulness (heads outside mean-ablated)", f"{f['faithfulness']:.3f}")
+        st.caption(f"metric: model {f['model']:.3f}, circuit {f['circuit']:.3f}, corrupted "
+                   f"{f['corrupted']:.3f}")
+    st.dataframe(
+        [{"src": s, "dst": d or "-", "score": round(w, 4)} for s, d, w in
+         sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut][:30], hide_index=True)
+    doc = json.dumps(circuit.to_json(), indent=1)
+    st.download_button("Export circuit JSON", doc, file_name="circuit.json",
+                       mime="application/json", key="ci_json")
+    st.download_button("Export Graphviz DOT", circuit.to_dot(), file_name="circuit.dot",
+                       mime="text/vnd.graphviz", key="ci_dot")

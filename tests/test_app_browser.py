@@ -1,0 +1,140 @@
+"""The explorer in a real headless Chromium (Debian ``chromium``, driven by Playwright).
+
+Starts ``streamlit run apps/explorer.py`` on a free localhost port, opens every page, waits for
+its figures, saves a full-page screenshot under ``test-artifacts/app/`` and checks that no
+error or exception element is on the page. Skipped when chromium is missing, unless
+``INTERP_REQUIRE_BROWSER=1`` (CI), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "app"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# (url path, page title, module it needs or None, a selector that means "content is drawn")
+PAGES = [
+    ("", "Model & prompts", None, "[data-testid='stMetric']"),
+    ("attention", "Attention", None, ".js-plotly-plot"),
+    ("patching", "Patching", "interp.patching", ".js-plotly-plot"),
+    ("ablation", "Ablation", "interp.ablation", ".js-plotly-plot"),
+    ("lens", "Logit lens", None, ".js-plotly-plot"),
+    ("retrieval", "Retrieval heads", "interp.retrieval", ".js-plotly-plot"),
+    ("circuit", "Circuit", "interp.attribution", ".js-plotly-plot"),
+    ("export", "Export report", None, "[data-testid='stDownloadButton']"),
+]
+ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
+
+
+def _require_browser():
+    missing = []
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the Python package playwright (pip install -e '.[dev]')")
+    if not Path(CHROMIUM).is_file():
+        missing.append("Debian chromium (apt-get install chromium)")
+    if missing:
+        msg = "browser test needs " + " and ".join(missing)
+        if os.environ.get("INTERP_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg + " (INTERP_REQUIRE_BROWSER=1)")
+        pytest.skip(msg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    _require_browser()
+    port = _free_port()
+    env = dict(os.environ, INTERP_MODEL=os.environ.get("INTERP_MODEL", "ioi"))
+    log = open(ARTIFACTS.parent / "streamlit.log", "w") if ARTIFACTS.parent.mkdir(
+        parents=True, exist_ok=True) is None else None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "explorer.py"),
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start; see {ARTIFACTS.parent / 'streamlit.log'}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _wait_idle(page, timeout_ms: int) -> None:
+    """Wait until the script run is over (no 'Running...' status widget)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+
+
+def test_every_page_renders_without_errors(server, browser):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+    page = ctx.new_page()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for i, (path, title, needs, ready) in enumerate(PAGES):
+        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+        # the first visit loads the model (seconds); later ones reuse the cache
+        page.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
+        if needs is not None and importlib.util.find_spec(needs) is None:
+            ready = "[data-testid='stAlertContentWarning']"
+        page.wait_for_selector(ready, timeout=120_000)
+        _wait_idle(page, 120_000)
+        page.wait_for_timeout(500)  # let plotly finish drawing
+        page.screenshot(path=str(ARTIFACTS / f"{i}_{path or 'model'}.png"), full_page=True)
+        n_err = page.locator(ERRORS).count()
+        if n_err:
+            problems.append(f"{title}: {page.locator(ERRORS).first.inner_text()[:300]}")
+        if ready == ".js-plotly-plot":
+            assert page.locator(".js-plotly-plot").count() >= 1, f"{title} shows no figure"
+    ctx.close()
+    assert not problems, problems
