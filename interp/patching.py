@@ -1,0 +1,283 @@
+"""Exact activation patching and path patching, many patches per forward.
+
+Conventions (METHODS.md section 3; Heimersheim & Nanda 2024):
+
+- **denoising**: run the corrupted prompt, insert one activation from the clean run
+  (sufficiency); normalised score ``(m - m_corr) / (m_clean - m_corr)``, 0 = no effect, 1 = fully
+  restored.
+- **noising**: run the clean prompt, insert one corrupted activation (necessity); score
+  ``(m - m_clean) / (m_clean - m_corr)``, 0 = no effect, -1 = fully broken.
+
+Targets and result axes: ``resid_pre/resid_mid/resid_post/attn_out/mlp_out`` -> (layer, pos)
+(or (layer,) with ``per_position=False``); head ``z/q/k/v/pattern`` -> (layer, head) over all
+positions or (layer, pos, head) per position (for ``pattern`` the position is the query row).
+``k``/``v`` address the *key/value* heads of GQA models (their head axis has ``n_kv_heads``
+entries, labelled ``KV0..``), as transformer-lens does.
+
+Speed: the numbers equal transformer-lens's one-forward-per-patch sweeps (parity-tested), but
+each patch resumes at its own block from the cached residual (``interp._patching_engine``),
+many patches share one forward along the batch axis (chunked to a memory budget), and the
+unembedding is applied only at the rows the metric reads.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor
+
+from interp import hooks as H
+from interp._patching_engine import Restarter, chunk_size
+from interp.metrics import Metric, MetricSpec, bootstrap_ci, logits_at, normalise, resolve_metric
+from interp.models import describe
+from interp.prompts import PromptSet
+from interp.results import Result
+
+Target = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v",
+                 "pattern"]
+Direction = Literal["denoising", "noising"]
+RESID_TARGETS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+HEAD_TARGETS = ("z", "q", "k", "v", "pattern")
+
+
+@dataclass(kw_only=True)
+class PatchingResult(Result):
+    """``values``: normalised score per cell; ``raw``: mean metric per cell; ``per_example``:
+    normalised per-example scores (their mean is ``values``); ``ci``: bootstrap CI of the mean.
+    ``meta`` holds ``clean``/``corrupted`` baselines (batch means and per example), ``direction``,
+    ``target``, ``metric``."""
+
+    raw: Tensor | None = None
+    raw_per_example: Tensor | None = None
+    value_name = "score"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.raw is not None:
+            self.raw = torch.as_tensor(self.raw).detach().cpu()
+            if tuple(self.raw.shape) != tuple(self.values.shape):
+                raise ValueError("raw must have the same shape as values")
+
+    def to_frame(self):
+        df = super().to_frame()
+        if self.raw is not None:
+            df["raw"] = self.raw.reshape(-1).float().numpy()
+        return df
+
+
+# ----------------------------------------------------------------------------------------------
+# shared helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _prepare(model, prompts: PromptSet, metric: MetricSpec, direction: str):
+    if not isinstance(prompts, PromptSet):
+        raise TypeError("prompts must be a PromptSet (e.g. interp.prompts.ioi(model, 8) or "
+                        "PromptSet.from_pairs(...)).")
+    if direction not in ("denoising", "noising"):
+        raise ValueError(f"direction must be 'denoising' or 'noising', got {direction!r}.")
+    corrupted = prompts.require_corrupted()
+    if corrupted.shape != prompts.clean_tokens.shape:
+        raise ValueError(
+            f"clean tokens {tuple(prompts.clean_tokens.shape)} and corrupted tokens "
+            f"{tuple(corrupted.shape)} differ in shape; patching needs position-aligned pairs. "
+            "Use a corruption of the same token length (e.g. swap names of one token each)."
+        )
+    prompts.check(model)
+    device = model.cfg.device
+    return prompts.clean_tokens.to(device), corrupted.to(device)
+
+
+def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, k: int) -> Tensor:
+    """[k, batch] metric values from logits of ``k`` stacked copies of the batch."""
+    b = len(prompts)
+    out = []
+    for i in range(k):
+        part = logits[i * b:(i + 1) * b]
+        out.append(torch.as_tensor(metric(part, prompts)).reshape(b).float().cpu())
+    return torch.stack(out)
+
+
+def _pos_labels(model, prompts: PromptSet) -> list[str]:
+    tok = getattr(model, "tokenizer", None)
+    toks = prompts.clean_tokens[0]
+    if tok is None:
+        return [str(p) for p in range(len(toks))]
+    return [f"{p}:{tok.decode([int(t)])}" for p, t in enumerate(toks)]
+
+
+def _finish(values_pe: Tensor, dims, coords, meta, clean_pe, corr_pe, direction) -> PatchingResult:
+    """values_pe: raw metric [*cells, batch]."""
+    clean_m, corr_m = clean_pe.mean(), corr_pe.mean()
+    meta = dict(meta)
+    if abs(float(clean_m - corr_m)) < 1e-8:
+        warnings.warn("clean and corrupted metrics are equal, so the normalised score is "
+                      "undefined (values are NaN; raw metric values are in .raw). Use a "
+                      "corruption that changes the answer.", stacklevel=3)
+        norm_pe = torch.full_like(values_pe, float("nan"))
+        meta["normalised"] = False
+    else:
+        norm_pe = normalise(values_pe, clean_m, corr_m, direction)
+        meta["normalised"] = True
+    meta.update({
+        "clean": float(clean_m), "corrupted": float(corr_m),
+        "clean_per_example": clean_pe.tolist(), "corrupted_per_example": corr_pe.tolist(),
+        "direction": direction,
+        "normalisation": ("(m - corrupted) / (clean - corrupted)" if direction == "denoising"
+                          else "(m - clean) / (clean - corrupted)"),
+    })
+    return PatchingResult(values=norm_pe.mean(-1), dims=dims, coords=coords, meta=meta,
+                          per_example=norm_pe, ci=bootstrap_ci(norm_pe), raw=values_pe.mean(-1),
+                          raw_per_example=values_pe)
+
+
+# ----------------------------------------------------------------------------------------------
+# activation patching
+# ----------------------------------------------------------------------------------------------
+
+
+def _setter(target: str, per_position: bool):
+    """``set(act, rows_slice, src, index)`` writes the source activation into one patch's rows."""
+    if target in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+        if per_position:
+            def f(act, sl, src, idx):
+                act[sl, idx[0]] = src[:, idx[0]]
+        else:
+            def f(act, sl, src, idx):
+                act[sl] = src
+    elif target == "pattern":
+        if per_position:  # idx = (pos, head); pattern is [batch, head, query, key]
+            def f(act, sl, src, idx):
+                act[sl, idx[1], idx[0]] = src[:, idx[1], idx[0]]
+        else:
+            def f(act, sl, src, idx):
+                act[sl, idx[0]] = src[:, idx[0]]
+    else:  # [batch, pos, head, d_head]
+        if per_position:
+            def f(act, sl, src, idx):
+                act[sl, idx[0], idx[1]] = src[:, idx[0], idx[1]]
+        else:
+            def f(act, sl, src, idx):
+                act[sl, :, idx[0]] = src[:, :, idx[0]]
+    return f
+
+
+def _hook_name(target: str, layer: int) -> str:
+    if target in RESID_TARGETS:
+        return H.resid(target, layer) if target.startswith("resid") else H.component_out(target, layer)
+    return H.head_act(target, layer)
+
+
+def activation_patching(
+    model,
+    prompts: PromptSet,
+    *,
+    target: Target = "resid_pre",
+    per_position: bool = True,
+    direction: Direction = "denoising",
+    metric: MetricSpec = "logit_diff",
+    layers: Sequence[int] | None = None,
+    progress: bool = False,
+    budget_tokens: int | None = None,
+) -> PatchingResult:
+    """Patch one activation at a time (every layer, position and/or head) and read the metric.
+
+    ``metric``: "logit_diff" (at each example's own answer position), "prob", "logprob", "loss",
+    "kl" (KL from the clean answer distribution) or a callable ``(answer_logits [batch, d_vocab],
+    prompts) -> [batch]``. ``budget_tokens`` caps rows x positions per forward (default: about
+    the activations one cached run holds). Returns a :class:`PatchingResult` (see module doc).
+    """
+    info = describe(model)
+    if target not in RESID_TARGETS + HEAD_TARGETS:
+        raise ValueError(f"unknown target {target!r}; use one of {RESID_TARGETS + HEAD_TARGETS}.")
+    if target == "resid_mid" and not info.has_resid_mid:
+        raise ValueError("this model has no resid_mid (parallel attention and MLP); patch "
+                         "resid_pre, attn_out or mlp_out instead.")
+    clean, corrupted = _prepare(model, prompts, metric, direction)
+    layers = list(range(info.n_layers)) if layers is None else [int(x) for x in layers]
+    for layer in layers:
+        info.check_layer(layer)
+    names = {_hook_name(target, layer) for layer in layers}
+    pre_names = {H.resid_pre(layer) for layer in layers} | {H.resid_post(layer) for layer in layers}
+    base_tokens, src_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
+    base = Restarter(model, base_tokens, names=sorted(pre_names))
+    with torch.no_grad():
+        src_logits, src_cache = model.run_with_cache(src_tokens, names_filter=lambda n: n in names)
+    clean_logits, corr_logits = ((src_logits, base.logits) if direction == "denoising"
+                                 else (base.logits, src_logits))
+    ap = prompts.answer_pos.to(clean_logits.device)
+    m = resolve_metric(metric, clean_answer_logits=logits_at(clean_logits, ap))
+    clean_pe = m.from_full(clean_logits, prompts).float().cpu()
+    corr_pe = m.from_full(corr_logits, prompts).float().cpu()
+
+    b, n_pos = clean.shape
+    kv = target in ("k", "v")
+    n_head = info.n_kv_heads if kv else info.n_heads
+    if target in RESID_TARGETS:
+        cells = [(p,) for p in range(n_pos)] if per_position else [()]
+        dims = ("layer", "pos") if per_position else ("layer",)
+    else:
+        cells = ([(p, h) for p in range(n_pos) for h in range(n_head)] if per_position
+                 else [(h,) for h in range(n_head)])
+        dims = ("layer", "pos", "head") if per_position else ("layer", "head")
+    setter = _setter(target, per_position)
+    chunk = chunk_size(info, b, n_pos, budget_tokens=budget_tokens)
+    out = torch.zeros(len(layers), len(cells), b)
+    work = [(li, layer, i, cells[i:i + chunk]) for li, layer in enumerate(layers)
+            for i in range(0, len(cells), chunk)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        work = tqdm(work, desc=f"patching {target}")
+    with torch.no_grad():
+        for li, layer, first, group in work:
+            k = len(group)
+            rows = None if m.all_positions else ap.repeat(k)
+            src = src_cache[_hook_name(target, layer)]
+            if target in ("resid_pre", "resid_post"):
+                start = layer if target == "resid_pre" else layer + 1
+                resid = base.cache[H.resid(target, layer)].repeat(k, 1, 1)
+                for i, idx in enumerate(group):
+                    setter(resid, slice(i * b, (i + 1) * b), src, idx)
+                if start < info.n_layers:
+                    logits = base.resume(start, resid, rows=rows)
+                else:
+                    logits = base.unembed(resid if rows is None
+                                          else resid[torch.arange(resid.shape[0]), rows])
+            else:
+                def hook(act, hook, group=group, src=src):
+                    act = act.clone()
+                    for i, idx in enumerate(group):
+                        setter(act, slice(i * b, (i + 1) * b), src, idx)
+                    return act
+
+                resid = base.cache[H.resid_pre(layer)].repeat(k, 1, 1)
+                logits = base.resume(layer, resid, rows=rows,
+                                     fwd_hooks=[(_hook_name(target, layer), hook)])
+            vals = _metric_values(m, logits, prompts, k)
+            out[li, first:first + k] = vals
+    if per_position and target not in RESID_TARGETS:
+        out = out.reshape(len(layers), n_pos, n_head, b)
+    elif not per_position and target in RESID_TARGETS:
+        out = out[:, 0]
+    head_prefix = "KV" if kv and info.is_gqa else "H"
+    coords = {"layer": [f"L{x}" for x in layers], "pos": _pos_labels(model, prompts),
+              "head": [f"{head_prefix}{h}" for h in range(n_head)]}
+    coords = {d: coords[d] for d in dims}
+    meta = {"method": "activation_patching", "target": target, "per_position": per_position,
+            "metric": m.name, "layers": layers, "n_examples": b,
+            "heads": ("key/value heads (GQA: each is shared by "
+                      f"{info.group_size} query heads)" if kv and info.is_gqa else "query heads"),
+            "title": f"Activation patching ({direction}) of {target}"}
+    return _finish(out, dims, coords, meta, clean_pe, corr_pe, direction)
+
+
+def __getattr__(name: str):
+    if name == "path_patching":
+        from interp._patching_path import path_patching
+
+        return path_patching
+    raise AttributeError(name)

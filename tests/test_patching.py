@@ -1,0 +1,217 @@
+"""Activation patching: parity with transformer-lens's sweeps, slow loops, and invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAMILIES, assert_no_hooks, load_tiny
+
+from interp import hooks as H
+from interp.models import describe
+from interp.patching import PatchingResult, activation_patching
+from interp.prompts import PromptSet
+
+
+def _pairs(model, b: int = 2, p: int = 5, seed: int = 0) -> PromptSet:
+    g = torch.Generator().manual_seed(seed)
+    v = min(int(model.cfg.d_vocab), 60)
+    clean = torch.randint(1, v, (b, p), generator=g)
+    corr = torch.randint(1, v, (b, p), generator=g)
+    ans = torch.randint(1, v, (b,), generator=g)
+    wrong = (ans + 1) % v + 1
+    pos = torch.tensor([p - 1 - (i % 2) for i in range(b)])  # per-example answer positions
+    return PromptSet(clean_tokens=clean, corrupted_tokens=corr, answer_ids=ans, wrong_ids=wrong,
+                     answer_pos=pos)
+
+
+def _tl_metric(ps: PromptSet):
+    b = torch.arange(len(ps))
+
+    def metric(logits):
+        row = logits[b, ps.answer_pos]
+        return row[b, ps.answer_ids] - row[b, ps.wrong_ids]
+
+    return metric
+
+
+def _tl_fns():
+    from transformer_lens import patching as P
+
+    return {
+        ("resid_pre", True): P.get_act_patch_resid_pre,
+        ("resid_mid", True): P.get_act_patch_resid_mid,
+        ("attn_out", True): P.get_act_patch_attn_out,
+        ("mlp_out", True): P.get_act_patch_mlp_out,
+        ("z", False): P.get_act_patch_attn_head_out_all_pos,
+        ("z", True): P.get_act_patch_attn_head_out_by_pos,
+        ("q", False): P.get_act_patch_attn_head_q_all_pos,
+        ("k", False): P.get_act_patch_attn_head_k_all_pos,
+        ("v", False): P.get_act_patch_attn_head_v_all_pos,
+        ("pattern", False): P.get_act_patch_attn_head_pattern_all_pos,
+        ("q", True): P.get_act_patch_attn_head_q_by_pos,
+        ("k", True): P.get_act_patch_attn_head_k_by_pos,
+        ("v", True): P.get_act_patch_attn_head_v_by_pos,
+        ("pattern", True): P.get_act_patch_attn_head_pattern_by_pos,
+    }
+
+
+def _check_tl(model, target, per_pos, direction="denoising", p=5):
+    ps = _pairs(model, p=p)
+    fn = _tl_fns()[(target, per_pos)]
+    src, base = ((ps.clean_tokens, ps.corrupted_tokens) if direction == "denoising"
+                 else (ps.corrupted_tokens, ps.clean_tokens))
+    _, cache = model.run_with_cache(src)
+    ref = fn(model, base, cache, _tl_metric(ps), reduce="none")
+    ref_pe = ref.values
+    if target == "pattern" and per_pos:  # TL: [layer, head, dest_pos]; ours: [layer, pos, head]
+        ref_pe = ref_pe.permute(0, 2, 1, 3)
+    res = activation_patching(model, ps, target=target, per_position=per_pos, direction=direction)
+    assert res.raw_per_example.shape == ref_pe.shape
+    diff = (res.raw_per_example - ref_pe.cpu()).abs().max().item()
+    assert diff <= 1e-4, f"{target} per_position={per_pos}: max |diff| {diff}"
+    # the sweep must actually move the metric somewhere (a patch that did nothing would also agree)
+    base_pe = torch.tensor(res.meta["corrupted_per_example" if direction == "denoising"
+                                    else "clean_per_example"])
+    assert (res.raw_per_example - base_pe).abs().max() > 1e-4
+    assert_no_hooks(model)
+    return res
+
+
+@pytest.mark.parametrize("target,per_pos", [("resid_pre", True), ("z", False), ("v", False)])
+def test_parity_with_transformer_lens(tiny_model, target, per_pos):
+    _check_tl(tiny_model, target, per_pos, p=4)
+
+
+def test_parity_noising_and_by_position(tiny_llama):
+    _check_tl(tiny_llama, "z", True, direction="noising", p=4)
+    _check_tl(tiny_llama, "pattern", True, p=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parity_every_sweep_every_family(tiny_dirs, family):
+    model = load_tiny(tiny_dirs, family)
+    for (target, per_pos) in _tl_fns():
+        if target == "resid_mid" and not describe(model).has_resid_mid:
+            continue
+        for direction in ("denoising", "noising"):
+            _check_tl(model, target, per_pos, direction)
+
+
+def _slow_resid_post(model, ps, layer, pos):
+    def hook(act, hook):
+        act = act.clone()
+        act[:, pos] = clean_cache[H.resid_post(layer)][:, pos]
+        return act
+
+    _, clean_cache = model.run_with_cache(ps.clean_tokens)
+    logits = model.run_with_hooks(ps.corrupted_tokens, fwd_hooks=[(H.resid_post(layer), hook)])
+    return _tl_metric(ps)(logits)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma2"])
+def test_resid_post_matches_slow_loop(tiny_dirs, family):
+    model = load_tiny(tiny_dirs, family)
+    ps = _pairs(model, p=4)
+    res = activation_patching(model, ps, target="resid_post")
+    n_layers = describe(model).n_layers
+    for layer in range(n_layers):
+        for pos in range(ps.n_pos):
+            ref = _slow_resid_post(model, ps, layer, pos)
+            assert torch.allclose(res.raw_per_example[layer, pos], ref, atol=1e-4)
+
+
+def test_gqa_kv_heads_are_labelled(tiny_gqa_model):
+    info = describe(tiny_gqa_model)
+    ps = _pairs(tiny_gqa_model, p=3)
+    res = activation_patching(tiny_gqa_model, ps, target="k", per_position=False)
+    assert res.values.shape == (info.n_layers, info.n_kv_heads)
+    assert res.coords["head"][0] == "KV0"
+    assert "key/value" in res.meta["heads"]
+    resq = activation_patching(tiny_gqa_model, ps, target="q", per_position=False)
+    assert resq.values.shape == (info.n_layers, info.n_heads)
+
+
+def test_full_layer0_patch_restores_and_breaks(tiny_model):
+    ps = _pairs(tiny_model)
+    den = activation_patching(tiny_model, ps, target="resid_pre", per_position=False, layers=[0])
+    noi = activation_patching(tiny_model, ps, target="resid_pre", per_position=False, layers=[0],
+                              direction="noising")
+    assert torch.allclose(den.values, torch.ones(1), atol=1e-4)
+    assert torch.allclose(noi.values, -torch.ones(1), atol=1e-4)
+    assert torch.allclose(den.raw, torch.tensor([den.meta["clean"]]), atol=1e-4)
+
+
+def test_clean_into_clean_changes_nothing(tiny_gpt2):
+    ps = _pairs(tiny_gpt2)
+    same = PromptSet(clean_tokens=ps.clean_tokens, corrupted_tokens=ps.clean_tokens.clone(),
+                     answer_ids=ps.answer_ids, wrong_ids=ps.wrong_ids, answer_pos=ps.answer_pos)
+    with pytest.warns(UserWarning, match="undefined"):
+        res = activation_patching(tiny_gpt2, same, target="z", per_position=True)
+    clean = torch.tensor(res.meta["clean_per_example"])
+    assert torch.allclose(res.raw_per_example, clean.expand_as(res.raw_per_example), atol=1e-5)
+
+
+def test_length_mismatch_is_a_clear_error(tiny_gpt2):
+    ps = _pairs(tiny_gpt2)
+    ps.corrupted_tokens = ps.corrupted_tokens[:, :-1]
+    with pytest.raises(ValueError, match="position-aligned"):
+        activation_patching(tiny_gpt2, ps)
+    no_corr = PromptSet(clean_tokens=ps.clean_tokens, answer_ids=ps.answer_ids,
+                        answer_pos=ps.answer_pos)
+    with pytest.raises(ValueError, match="corrupted"):
+        activation_patching(tiny_gpt2, no_corr)
+    with pytest.raises(ValueError, match="unknown target"):
+        activation_patching(tiny_gpt2, _pairs(tiny_gpt2), target="resid")
+
+
+@pytest.mark.parametrize("metric", ["prob", "kl", "loss", "callable"])
+def test_other_metrics_agree_with_slow_loop(tiny_gpt2, metric):
+    ps = _pairs(tiny_gpt2, p=4)
+    spec = (lambda logits, prompts: logits[:, 3] - logits.mean(-1)) if metric == "callable" else metric
+    res = activation_patching(tiny_gpt2, ps, target="attn_out", metric=spec, layers=[1],
+                              budget_tokens=8)  # tiny budget: one patch per forward chunk
+    _, clean_cache = tiny_gpt2.run_with_cache(ps.clean_tokens)
+    clean_logits = tiny_gpt2(ps.clean_tokens)
+    b = torch.arange(len(ps))
+    for pos in range(ps.n_pos):
+        def hook(act, hook):
+            act = act.clone()
+            act[:, pos] = clean_cache[H.attn_out(1)][:, pos]
+            return act
+
+        logits = tiny_gpt2.run_with_hooks(ps.corrupted_tokens, fwd_hooks=[(H.attn_out(1), hook)])
+        at = logits[b, ps.answer_pos]
+        if metric == "prob":
+            ref = at.softmax(-1)[b, ps.answer_ids]
+        elif metric == "kl":
+            p = clean_logits[b, ps.answer_pos].log_softmax(-1)
+            ref = (p.exp() * (p - at.log_softmax(-1))).sum(-1)
+        elif metric == "loss":
+            from interp.metrics import loss_fn
+
+            ref = loss_fn(logits, ps)
+        else:
+            ref = at[:, 3] - at.mean(-1)
+        assert torch.allclose(res.raw_per_example[0, pos], ref, atol=1e-4), metric
+
+
+def test_result_api(tiny_gpt2, tmp_path):
+    ps = _pairs(tiny_gpt2)
+    res = activation_patching(tiny_gpt2, ps, target="z", per_position=False)
+    assert torch.allclose(res.per_example.mean(-1), res.values, atol=1e-5)
+    assert res.ci.shape == res.values.shape + (2,)
+    assert res.meta["direction"] == "denoising" and res.meta["target"] == "z"
+    df = res.to_frame()
+    assert {"layer", "head", "score", "raw", "layer_label", "head_label"} <= set(df.columns)
+    top = res.top(3)
+    assert len(top) == 3 and top.score.abs().is_monotonic_decreasing
+    fig = res.plot()
+    assert fig.data
+    res.save(tmp_path / "r")
+    back = PatchingResult.load(tmp_path / "r")
+    assert torch.equal(back.values, res.values) and torch.equal(back.raw, res.raw)
+    assert back.meta["clean"] == res.meta["clean"]
+    by_pos = activation_patching(tiny_gpt2, ps, target="resid_pre")
+    assert by_pos.dims == ("layer", "pos") and ":" in by_pos.coords["pos"][0]
+    assert by_pos.plot().data
