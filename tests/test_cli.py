@@ -49,3 +49,100 @@ def test_describe_dir(tiny_dirs):
 def test_unknown_zoo_name():
     res = runner.invoke(app, ["zoo", "card", "nope"])
     assert res.exit_code == 2 and "unknown zoo model" in res.output
+
+
+# ------------------------------------------------------------------------------------------------
+# analysis commands on the zoo models (small prompt sets; numbers checked against the library)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_help_is_lazy_for_every_command():
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom interp.cli import app\n"
+        "r = CliRunner()\n"
+        "for c in ('patch', 'ablate', 'lens', 'heads'):\n"
+        "    res = r.invoke(app, [c, '--help'])\n"
+        "    assert res.exit_code == 0 and 'Examples' in res.output, (c, res.output)\n"
+        "print('torch' in sys.modules, 'transformer_lens' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_bad_out_extension_fails_before_loading():
+    res = runner.invoke(app, ["patch", "ioi", "--out", "x.xlsx"])
+    assert res.exit_code == 2 and "unknown extension" in res.output
+
+
+def test_bad_target_and_unknown_model():
+    res = runner.invoke(app, ["patch", "ioi", "--target", "nonsense"])
+    assert res.exit_code == 2 and "nonsense" in res.output
+    res = runner.invoke(app, ["lens", "no-such-model"])
+    assert res.exit_code == 2 and "cannot load 'no-such-model'" in res.output
+
+
+def test_patch_heads_matches_library(tmp_path):
+    import torch
+
+    from interp import load_model
+    from interp import prompts as P
+    from interp.patching import activation_patching
+
+    out = tmp_path / "p.json"
+    res = runner.invoke(app, ["patch", "ioi", "--target", "z", "--all-positions", "--n", "4",
+                              "--layers", "0,3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "Activation patching" in res.output and "L3" in res.output
+    doc = json.loads(out.read_text())
+    model = load_model("ioi")
+    ref = activation_patching(model, P.ioi(model, n=4, seed=0), target="z", per_position=False,
+                              layers=[0, 3])
+    assert doc["dims"] == ["layer", "head"]
+    torch.testing.assert_close(torch.tensor(doc["values"]), ref.values, atol=1e-5, rtol=1e-4)
+
+
+def test_patch_bad_layer():
+    res = runner.invoke(app, ["patch", "ioi", "--layers", "0,9", "--n", "2"])
+    assert res.exit_code == 2 and "out of range" in res.output
+
+
+def test_ablate_heads_and_errors(tmp_path):
+    out = tmp_path / "a.csv"
+    res = runner.invoke(app, ["ablate", "ioi", "--heads", "L3H0,MLP1", "--n", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    assert df.loc[0, "ablated"] == "L3H0+MLP1"
+    assert abs(df.loc[0, "after"] - df.loc[0, "baseline"] - df.loc[0, "change"]) < 1e-4
+    res = runner.invoke(app, ["ablate", "ioi", "--heads", "L3H99", "--n", "2"])
+    assert res.exit_code == 2 and "out of range" in res.output
+    res = runner.invoke(app, ["ablate", "ioi", "--heads", "X7", "--n", "2"])
+    assert res.exit_code == 2 and "cannot read component" in res.output
+    res = runner.invoke(app, ["ablate", "ioi"])
+    assert res.exit_code == 2 and "--sweep" in res.output
+
+
+def test_lens_and_heads_write_files(tmp_path):
+    import torch
+
+    from interp import load_model
+    from interp.heads import previous_token_scores
+
+    res = runner.invoke(app, ["lens", "ioi", "--n", "4", "--out", str(tmp_path / "l.csv")])
+    assert res.exit_code == 0, res.output
+    assert "final" in res.output and (tmp_path / "l.csv").read_text().count("\n") == 6  # header+5
+    res = runner.invoke(app, ["lens", "ioi", "--n", "2", "--example", "5"])
+    assert res.exit_code == 2 and "out of range" in res.output
+
+    out = tmp_path / "h.json"
+    res = runner.invoke(app, ["heads", "induction", "--score", "previous_token", "--seq-len", "10",
+                              "--batch", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    ref = previous_token_scores(load_model("induction"), seq_len=10, batch=2, seed=0)
+    torch.testing.assert_close(torch.tensor(doc["values"]), ref.values, atol=1e-6, rtol=0)
+    res = runner.invoke(app, ["heads", "induction", "--out", str(tmp_path / "h.html"),
+                              "--seq-len", "10", "--batch", "2"])
+    assert res.exit_code == 0 and "<html>" in (tmp_path / "h.html").read_text()
