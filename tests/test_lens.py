@@ -91,3 +91,62 @@ def test_lens_plot_and_first_top1(tiny_gpt2):
     layer = res.first_top1_layer()
     assert layer is None or 0 <= layer <= 3
     assert len(res.to_frame()) == 4 * 2 * ps.n_pos
+
+
+# --- parity with transformer-lens's own logit lens and DLA ------------------------------------
+
+
+def _aligned_prompts(seed=0, b=3, p=8):
+    from interp.prompts import PromptSet
+
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(3, 400, (b, p), generator=g)
+    ans, wrong = torch.randint(3, 400, (b,), generator=g), torch.randint(3, 400, (b,), generator=g)
+    return PromptSet(clean_tokens=toks, answer_ids=ans, wrong_ids=wrong, answer_pos=torch.full((b,), p - 1))
+
+
+def test_logit_lens_matches_transformer_lens(tiny_model):
+    """TL's ``tools.analysis.logit_lens`` (final norm recomputed, W_U, b_U, output transform)
+    gives the same top-k probabilities, target ranks (TL: 0-based) and entropies at every layer
+    and position."""
+    from transformer_lens.tools.analysis.logit_lens import logit_lens as tl_logit_lens
+
+    ps = _aligned_prompts()
+    ours = logit_lens(tiny_model, ps, k=3)
+    with torch.no_grad():
+        top = tl_logit_lens(tiny_model, ps.clean_tokens, positions=None, return_type="probs", top_k=3)
+        tgt = tl_logit_lens(tiny_model, ps.clean_tokens, positions=None, return_type="probs",
+                            targets=ps.answer_ids[:, None].expand(-1, ps.n_pos))
+    assert top.values.shape == ours.top_probs.shape
+    assert torch.allclose(top.values.float(), ours.top_probs, atol=1e-5)
+    assert torch.equal(top.readout.top_ids[..., 0], ours.top_ids[..., 0])
+    assert torch.equal(tgt.readout.target_ranks[..., 0] + 1, ours.target_rank)
+    assert torch.allclose(tgt.values[..., 0].float(), ours.values, atol=1e-5)
+    assert torch.allclose(top.readout.entropy.float(), ours.entropy, atol=1e-4)
+    assert_no_hooks(tiny_model)
+
+
+def test_dla_matches_transformer_lens_cache(tiny_model):
+    """Per-head and per-MLP DLA equal TL's ``stack_head_results`` / ``decompose_resid`` passed
+    through ``apply_ln_to_stack`` (final layer, cached scale) and projected on the residual
+    direction of answer - wrong. TL's stack is unscaled by the final norm's weight (it expects
+    folded weights), so that weight is applied here."""
+    from interp.lens import _final_norm_params
+
+    ps = _aligned_prompts(seed=1)
+    ours = direct_logit_attribution(tiny_model, ps)
+    with torch.no_grad():
+        _, cache = tiny_model.run_with_cache(ps.clean_tokens)
+        w, _ = _final_norm_params(tiny_model)
+        direction = (tiny_model.tokens_to_residual_directions(ps.answer_ids)
+                     - tiny_model.tokens_to_residual_directions(ps.wrong_ids))
+        # full-context stacks, sliced at the answer position afterwards
+        heads = cache.apply_ln_to_stack(cache.stack_head_results(layer=-1), layer=-1)[:, :, -1]
+        tl_heads = (heads * w * direction).sum(-1)  # [layer*head, batch]
+        stack, labels = cache.decompose_resid(layer=-1, return_labels=True)
+        parts = cache.apply_ln_to_stack(stack, layer=-1)[:, :, -1]
+        tl_parts = (parts * w * direction).sum(-1).mean(-1)
+    assert torch.allclose(tl_heads.view_as(ours.per_example), ours.per_example, atol=1e-4)
+    for layer in range(tiny_model.cfg.n_layers):
+        mine = float(ours.others[ours.other_labels.index(f"MLP{layer}")])
+        assert mine == pytest.approx(float(tl_parts[labels.index(f"{layer}_mlp_out")]), abs=1e-4)
