@@ -20,6 +20,8 @@ _EXPORTS = {
     "DEFAULT_MODEL": "interp.models",
     "PromptSet": "interp.prompts",
     "PromptError": "interp.prompts",
+    "HeadScores": "interp.heads",
+    "retrieval_scores": "interp.retrieval",
 }
 _SUBMODULES = {
     "hooks", "models", "prompts", "metrics", "results", "viz", "patching", "attribution",

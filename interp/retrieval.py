@@ -179,7 +179,7 @@ def retrieval_scores(
     max_new_tokens: int = 50,
     stop: Sequence[str] = ("\n",),
     min_recall: float = 0.5,
-    batch_size: int = 16,
+    batch_size: int = 32,
     seed: int = 0,
     progress: bool = False,
 ) -> HeadScores:
@@ -190,7 +190,9 @@ def retrieval_scores(
     the zoo grammar); ``lengths``: prompt lengths in tokens (default: 5 lengths up to
     min(512, n_ctx - max_new_tokens)); ``depths``: needle depths in percent (default the paper's 10).
     Decoding stops at EOS, at a token whose text contains one of ``stop``, or after
-    ``max_new_tokens`` (50, as the paper). ``per_example`` holds every trial's score;
+    ``max_new_tokens`` (50), as the paper's code does; a model that repeats the answer copies
+    again and those events count too (as in that code), so a score can exceed 1. Pass
+    ``stop=("\\n", ".")`` to end at the needle's period instead. ``per_example`` holds every trial's score;
     ``meta["trials"]`` each trial's grid cell, response, recall and acceptance.
     """
     if implementation not in ("fast", "reference"):
@@ -301,7 +303,7 @@ def masking_experiment(
     depths: Sequence[int] | None = None,
     max_new_tokens: int = 50,
     stop: Sequence[str] = ("\n",),
-    batch_size: int = 16,
+    batch_size: int = 32,
     seed: int = 0,
 ) -> MaskingResult:
     """Wu et al.'s causal check: needle accuracy with the top-K retrieval heads masked against K

@@ -71,3 +71,24 @@ def test_bad_inputs(tiny_gpt2):
         detect_heads(tiny_gpt2, TEXTS, "induction", method="max")
     with pytest.raises(ValueError, match="unknown pattern"):
         detect_heads(tiny_gpt2, TEXTS, "copy")
+
+
+@pytest.mark.slow
+def test_zoo_induction_model_heads():
+    """Issue 5 target on the zoo's induction model: an induction head and a previous-token head
+    exist (ARENA's 0.4 threshold on the prefix-matching scores) and the previous-token head sits
+    in an earlier layer than the induction head (the two-layer induction circuit)."""
+    import interp
+
+    model = interp.load_model("induction")
+    ind = induction_scores(model, seq_len=50, batch=10, seed=0)
+    prev = previous_token_scores(model, seq_len=50, batch=10, seed=0)
+    (ind_head, ind_v), (prev_head, prev_v) = ind.best(), prev.best()
+    print("induction", ind.ranked().head(5), "previous token", prev.ranked().head(5))
+    assert ind_v > 0.4, f"no induction head: best {ind_head} scores {ind_v:.3f}"
+    assert prev_v > 0.4, f"no previous-token head: best {prev_head} scores {prev_v:.3f}"
+    assert prev_head[0] < ind_head[0]
+    # both conventions agree on the best induction head
+    toks = heads.repeated_tokens(model, seq_len=30, batch=4, seed=1)
+    tl = detect_heads(model, toks, "induction", exclude_bos=True)
+    assert tl.best()[0] == ind_head

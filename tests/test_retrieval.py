@@ -197,3 +197,25 @@ def test_bad_inputs(tiny_gpt2):
     with pytest.raises(ValueError, match="not found"):
         R.retrieval_scores(tiny_gpt2, needles=[("The cat slept.", " Question:", "purple dragon")],
                            lengths=[40], depths=[0])
+
+
+# --- zoo validation (needs the trained `needle` model; slow) --------------------------------
+
+@pytest.mark.slow
+def test_zoo_needle_retrieval_heads_and_masking():
+    """Issue 5 targets on the zoo's needle model: retrieval heads exist (max score >= 0.5);
+    masking the top heads drops needle accuracy by >= 50 points, K random heads by <= 10."""
+    import interp
+
+    model = interp.load_model("needle")
+    grid = dict(needles=default_needles(3, seed=11), lengths=[128, 256, 384],
+                depths=[0, 25, 50, 75, 100], max_new_tokens=8, stop=("\n", "."))
+    scores = R.retrieval_scores(model, **grid)
+    assert scores.meta["n_accepted"] >= scores.meta["n_trials"] // 2, "the model fails most needles"
+    (best, value) = scores.best()
+    assert value >= 0.5, f"best retrieval head {best} scores only {value:.2f}"
+    k = max(1, min(8, len(scores.meta["retrieval_heads"])))
+    res = R.masking_experiment(model, scores=scores, k=k, n_random=3, **grid)
+    print(scores.ranked().head(10), res.to_frame(), res.meta)
+    assert res.drop_top >= 50, f"masking the top {k} heads drops accuracy only {res.drop_top:.1f} points"
+    assert res.drop_random <= 10, f"masking {k} random heads drops accuracy {res.drop_random:.1f} points"
