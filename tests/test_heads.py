@@ -61,6 +61,10 @@ def test_head_scores_api(tmp_path):
     assert r.label.tolist()[:2] == ["L0H1", "L1H0"] and "kv_head" in r
     back = HeadScores.load(hs.save(tmp_path / "hs"))
     assert torch.equal(back.values, hs.values)
+    assert back.meta["kv_group"] == hs.meta["kv_group"] and back.ranked().equals(r)
+    # per-trial scores (retrieval) survive the round trip
+    pe = HeadScores(values=hs.values, dims=("layer", "head"), per_example=torch.rand(2, 2, 5))
+    assert torch.equal(HeadScores.load(pe.save(tmp_path / "pe")).per_example, pe.per_example)
     assert hs.plot().data[0].type == "heatmap"
 
 
