@@ -14,7 +14,7 @@ from interp.models.train import languages as L
 
 ZOO = Path(__file__).resolve().parent.parent / "interp" / "models" / "zoo"
 NAMES = ["induction", "ioi", "needle"]
-FAMILY = {"induction": "GPT2LMHeadModel", "ioi": "GPT2LMHeadModel", "needle": "LlamaForCausalLM"}
+FAMILY = {"induction": "LlamaForCausalLM", "ioi": "GPT2LMHeadModel", "needle": "LlamaForCausalLM"}
 
 
 def _need(name: str) -> Path:

@@ -27,7 +27,7 @@ ZOO: dict[str, ZooEntry] = {
         ),
         ZooEntry(
             "induction",
-            "GPT-2",
+            "Llama (RoPE)",
             "2-layer model trained on text with repeated spans: previous-token + induction heads",
             "induction",
         ),

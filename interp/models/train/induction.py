@@ -1,17 +1,19 @@
-"""Recipe for the `induction` zoo model: a 2-layer GPT-2 trained on random-token sequences with
+"""Recipe for the `induction` zoo model: a 2-layer Llama (RoPE) trained on random-token sequences with
 repeated spans, which grows a previous-token head (layer 0) and induction heads (layer 1).
 
 Data (every sequence starts with BOS; tokens uniform over the tokenizer's ordinary vocabulary):
-* first 400 steps: BOS + r + r with a growing maximum span (r of 2..4+96*step/400 tokens);
-* then 70% of batches: BOS + r + r with r random of length 10..100 (one length per batch; 80% of
-  them 10..60, 20% 60..100);
-* 30%: 120 random tokens built from new random chunks (5..20 tokens) and copies of earlier
-  chunks (5..30 tokens).
+* 60% of batches: random tokens built from new random chunks (5..20 tokens) and copies of
+  earlier chunks (5..30 tokens) at random offsets, 60 tokens long for the first 400 steps, then
+  120; only content-based copying (an induction head) predicts the copies;
+* 40%: BOS + r + r; for the first 400 steps with a growing maximum span (r of
+  2..4+96*step/400 tokens), then r random of length 10..100 (one length per batch; 80% of them
+  10..60, 20% 60..100).
 The loss is on the predictable tokens only (each copy after its first token).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -28,39 +30,33 @@ EVAL_LEN = 50
 EVAL_BATCH = 20
 EVAL_SEED = 4321
 CURRICULUM_STEPS = 400
+CHUNKY_FRAC = 0.6
+N_HEADS = int(os.environ.get("INTERP_INDUCTION_HEADS", "4"))
 
 
-def make_model():
-    from transformers import GPT2Config, GPT2LMHeadModel
+def make_model(n_heads: int = N_HEADS):
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = GPT2Config(
+    cfg = LlamaConfig(
         vocab_size=len(L.build_tokenizer()),
-        n_positions=256,
-        n_embd=128,
-        n_layer=2,
-        n_head=8,
-        n_inner=512,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_heads,
+        max_position_embeddings=256,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=0,
+        attention_dropout=0.0,
     )
-    model = GPT2LMHeadModel(cfg)
-    # Deterministic sinusoidal initialisation of the (still trained) learned position embeddings,
-    # scaled to the token embeddings' size: offset-based attention (the previous-token head)
-    # is then a linear function of the embeddings and forms in far fewer steps.
-    with torch.no_grad():
-        n, d = model.transformer.wpe.weight.shape
-        pos = torch.arange(n, dtype=torch.float32)[:, None]
-        freq = torch.exp(-torch.arange(0, d, 2, dtype=torch.float32) * (torch.log(torch.tensor(
-            1000.0)) / d))
-        pe = torch.zeros(n, d)
-        pe[:, 0::2] = torch.sin(pos * freq)
-        pe[:, 1::2] = torch.cos(pos * freq)
-        model.transformer.wpe.weight.copy_(pe * 0.03)
-    return model
+    # Rotary positions make "attend one token back" a function of the offset alone, so the
+    # previous-token head forms early; with learned absolute positions (GPT-2) the model found
+    # positional shortcuts instead and no clean induction head formed in 3000 steps.
+    return LlamaForCausalLM(cfg)
 
 
 def repeated_batch(rng: random.Random, vocab: list[int], batch: int, length: int) -> torch.Tensor:
@@ -145,23 +141,26 @@ def train(out: Path, minutes: float = 20.0, max_steps: int = 3000, batch_size: i
 
     def batch_fn(step: int):
         rng = random.Random(SEED * 1_000_003 + step + (0 if prior is None else 10_000_000))
+        if rng.random() < CHUNKY_FRAC:
+            # copies of earlier chunks at random offsets: only content-based induction predicts
+            # them (no positional shortcut); shorter sequences first
+            length = 60 if prior is None and step < CURRICULUM_STEPS else 120
+            return chunky_batch(rng, vocab, batch_size * (2 if length == 60 else 1), length)
         if prior is None and step < CURRICULUM_STEPS:
             # short spans first: attention is spread over few positions, so copying is learned
             # fast; the maximum span grows linearly to 100 tokens
             n = rng.randint(2, 4 + (96 * step) // CURRICULUM_STEPS)
             ids = repeated_batch(rng, vocab, batch_size * 2 if n < 30 else batch_size, n)
             return ids, repeated_weights(ids, n)
-        if rng.random() < 0.7:
-            n = rng.randint(10, 60) if rng.random() < 0.8 else rng.randint(60, 100)
-            ids = repeated_batch(rng, vocab, batch_size, n)
-            return ids, repeated_weights(ids, n)
-        return chunky_batch(rng, vocab, batch_size, 120)
+        n = rng.randint(10, 60) if rng.random() < 0.8 else rng.randint(60, 100)
+        ids = repeated_batch(rng, vocab, batch_size, n)
+        return ids, repeated_weights(ids, n)
 
     def loss_fn(model, step, batch):
         # the unembedding only where there is a loss (the predictable, copied tokens)
         ids, w = batch
         tgt = w[:, 1:] > 0
-        h = model.transformer(input_ids=ids).last_hidden_state[:, :-1]
+        h = model.base_model(input_ids=ids).last_hidden_state[:, :-1]
         logits = model.lm_head(h[tgt])
         return torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:][tgt])
 
@@ -202,18 +201,17 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
     C.write_card(
         out,
         name=NAME,
-        title="induction: a 2-layer GPT-2 with induction heads",
+        title="induction: a 2-layer Llama with induction heads",
         summary="Trained from scratch on random-token sequences with repeated spans, so the "
                 "only way to predict is to copy: a previous-token head in layer 0 composes "
                 "with induction heads in layer 1.",
         architecture={
-            "class": "GPT2LMHeadModel",
-            "layers": cfg.n_layer,
-            "d_model": cfg.n_embd,
-            "heads": cfg.n_head,
-            "d_mlp": cfg.n_inner,
-            "positions": f"learned, n_positions {cfg.n_positions} (initialised sinusoidal x0.03,"
-                         " then trained)",
+            "class": "LlamaForCausalLM",
+            "layers": cfg.num_hidden_layers,
+            "d_model": cfg.hidden_size,
+            "heads": f"{cfg.num_attention_heads} (no GQA)",
+            "d_mlp": cfg.intermediate_size,
+            "positions": f"RoPE (theta 10000), max_position_embeddings {cfg.max_position_embeddings}",
             "vocab": f"{cfg.vocab_size} (shared word-level tokenizer, "
                      "interp.models.train.languages.build_tokenizer)",
             "parameters": C.n_params(model),
