@@ -275,9 +275,7 @@ def activation_patching(
     return _finish(out, dims, coords, meta, clean_pe, corr_pe, direction)
 
 
-def __getattr__(name: str):
-    if name == "path_patching":
-        from interp._patching_path import path_patching
+# path patching lives in a private module (file size); it imports the helpers above
+from interp._patching_path import path_patching  # noqa: E402
 
-        return path_patching
-    raise AttributeError(name)
+__all__ = ["PatchingResult", "activation_patching", "path_patching"]

@@ -1,0 +1,150 @@
+"""Activation patching: transformer-lens's sweeps vs interp.patching, same inputs, one process.
+
+Models: (i) a GPT-2-small-shaped random-init model (12 layers x 12 heads, d_model 768, vocab
+50257) with 8 IOI-like clean/corrupted pairs of 15 tokens; (ii) the zoo's ``ioi`` model with 8
+IOI prompts. Sweeps: head output over all positions, head output by position (on a subset of
+layers, the same for both sides), resid_pre by layer x position. Both sides use one thread.
+
+Run: ``python benchmarks/patching.py [--by-pos-layers 0,6] [--skip-zoo]``. The last line is
+``patching: speedup_heads=<x> speedup_by_pos=<y> speedup_resid=<z> max_abs_diff=<d>``
+(speedups for the GPT-2-small shape; the diff is the max over every sweep and model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+warnings.filterwarnings("ignore")
+
+
+def gpt2_small_shape(tmp: Path):
+    import transformers as T
+
+    import interp
+    from interp.models.train import languages
+
+    tok = languages.save_tokenizer(tmp)
+    cfg = T.GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257,
+                       bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    T.GPT2LMHeadModel(cfg).eval().save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    return interp.load_model(tmp)
+
+
+def ioi_like_pairs(n: int = 8, n_pos: int = 15, vocab: int = 1000, seed: int = 0):
+    """Random 15-token prompts with IOI structure: IO at 2, S at 4 and 10; answer IO, wrong S;
+    the corrupted prompt replaces the three name tokens with other names (ABC)."""
+    from interp.prompts import PromptSet
+
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(100, vocab, (n, n_pos), generator=g)
+    clean[:, 0] = 0
+    names = torch.randint(10, 100, (n, 5), generator=g)
+    names[:, 1] = (names[:, 0] + 1 + torch.arange(n)) % 90 + 10
+    clean[:, 2], clean[:, 4], clean[:, 10] = names[:, 0], names[:, 1], names[:, 1]
+    corrupted = clean.clone()
+    corrupted[:, 2], corrupted[:, 4], corrupted[:, 10] = names[:, 2], names[:, 3], names[:, 3] + 1
+    return PromptSet(clean_tokens=clean, corrupted_tokens=corrupted, answer_ids=names[:, 0],
+                     wrong_ids=names[:, 1], answer_pos=torch.full((n,), n_pos - 1))
+
+
+def _tl_metric(ps):
+    b = torch.arange(len(ps))
+
+    def metric(logits):
+        row = logits[b, ps.answer_pos]
+        return (row[b, ps.answer_ids] - row[b, ps.wrong_ids]).mean()
+
+    return metric
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def bench(model, ps, by_pos_layers: list[int], label: str) -> list[dict]:
+    from transformer_lens import patching as P
+
+    from interp.patching import activation_patching
+
+    n_layers, n_heads, n_pos = model.cfg.n_layers, model.cfg.n_heads, ps.n_pos
+    clean, corrupted = ps.clean_tokens, ps.corrupted_tokens
+    metric = _tl_metric(ps)
+    with torch.no_grad():
+        model(corrupted)  # warm-up
+        _, t_fwd = _timed(lambda: model(corrupted))
+        _, t_fwd2 = _timed(lambda: model(corrupted))
+        t_fwd = min(t_fwd, t_fwd2)
+        _, cache = model.run_with_cache(clean)
+    rows = []
+
+    def record(name, ref, t_ref, ours, t_ours, n_patch):
+        diff = (ours.raw.reshape(-1) - ref.reshape(-1).cpu()).abs().max().item()
+        rows.append({"model": label, "sweep": name, "patches": n_patch, "tl_s": t_ref,
+                     "ours_s": t_ours, "speedup": t_ref / t_ours, "max_abs_diff": diff,
+                     "ours_fwd_per_patch": t_ours / n_patch / t_fwd,
+                     "tl_fwd_per_patch": t_ref / n_patch / t_fwd})
+        print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
+
+    ref, t_ref = _timed(lambda: P.get_act_patch_attn_head_out_all_pos(model, corrupted, cache, metric))
+    ours, t_ours = _timed(lambda: activation_patching(model, ps, target="z", per_position=False))
+    record("heads_all_pos", ref, t_ref, ours, t_ours, n_layers * n_heads)
+
+    index_df = pd.DataFrame(list(itertools.product(by_pos_layers, range(n_pos), range(n_heads))),
+                            columns=["layer", "pos", "head_index"])
+    ref, t_ref = _timed(lambda: P.get_act_patch_attn_head_out_by_pos(
+        model, corrupted, cache, metric, index_axis_names=None, index_df=index_df))
+    ours, t_ours = _timed(lambda: activation_patching(model, ps, target="z", per_position=True,
+                                                      layers=by_pos_layers))
+    record(f"heads_by_pos(layers {by_pos_layers})", ref, t_ref, ours, t_ours, len(index_df))
+
+    ref, t_ref = _timed(lambda: P.get_act_patch_resid_pre(model, corrupted, cache, metric))
+    ours, t_ours = _timed(lambda: activation_patching(model, ps, target="resid_pre"))
+    record("resid_pre", ref, t_ref, ours, t_ours, n_layers * n_pos)
+    print(f"[{label}] one forward of the batch: {t_fwd * 1000:.1f} ms", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--by-pos-layers", default="0,6", help="layers for the by-position sweep")
+    ap.add_argument("--skip-zoo", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    layers = [int(x) for x in args.by_pos_layers.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = gpt2_small_shape(Path(tmp))
+        rows += bench(model, ioi_like_pairs(), layers, "gpt2-small-shape")
+    del model
+    if not args.skip_zoo:
+        import interp
+        from interp.prompts import ioi
+
+        zoo = interp.load_model("ioi")
+        zps = ioi(zoo, 8, corruption="abc", seed=0)
+        rows += bench(zoo, zps, [x for x in layers if x < zoo.cfg.n_layers] or [0], "zoo-ioi")
+    df = pd.DataFrame(rows)
+    print()
+    print(df.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    g = df[df.model == "gpt2-small-shape"].set_index("sweep")
+    sp = {k: float(g.loc[[i for i in g.index if i.startswith(k)][0], "speedup"])
+          for k in ("heads_all_pos", "heads_by_pos", "resid_pre")}
+    print(f"patching: speedup_heads={sp['heads_all_pos']:.2f} speedup_by_pos={sp['heads_by_pos']:.2f} "
+          f"speedup_resid={sp['resid_pre']:.2f} max_abs_diff={df.max_abs_diff.max():.2e}")
+
+
+if __name__ == "__main__":
+    main()
