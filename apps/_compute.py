@@ -158,3 +158,30 @@ def available(module: str, attr: str) -> bool:
         return callable(getattr(importlib.import_module(module), attr))
     except (ImportError, AttributeError):
         return False
+
+
+def circuit(spec: str, key: tuple, source: str, threshold: float):
+    """(Circuit, scored edges, absolute cut) from the chosen source, keeping |score| >=
+    threshold x the largest |score|. Node-only for activation patching (no edges measured)."""
+    from interp.circuits import Circuit
+    from interp.models import describe
+
+    n_layers = describe(get_model(spec)).n_layers
+    if source == "edge attribution":
+        res = edge_attribution(spec, key)
+        edges = [(s, d, float(w)) for s, d, w in res.edges]
+    elif source.startswith("path patching"):
+        res = path_patching(spec, key, "logits", "q")
+        edges = [(f"L{a}H{b}", "logits", float(res.values[a, b]))
+                 for a in range(res.values.shape[0]) for b in range(res.values.shape[1])]
+    elif source.startswith("activation patching"):
+        res = act_patching(spec, key, "z", False, "denoising")
+        edges = [(f"L{a}H{b}", "", float(res.values[a, b]))
+                 for a in range(res.values.shape[0]) for b in range(res.values.shape[1])]
+    else:
+        raise ValueError(f"unknown circuit source {source!r}")
+    cut = threshold * (max((abs(w) for *_, w in edges), default=0.0) or 1.0)
+    if source.startswith("activation patching"):
+        kept = [s for s, _, w in sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut]
+        return Circuit.from_components(kept, n_layers=n_layers), edges, cut
+    return Circuit.from_edges(edges, n_layers=n_layers, threshold=cut), edges, cut

@@ -67,3 +67,56 @@ def _lens(spec: str, key: tuple, s: dict) -> dict:
                           "target prob": res.values[:, ex, ap].tolist()})
     return dict(settings=s, figures=[res.plot(example=ex)], tables={"target token by layer": ranks},
                 numbers={"first top-1 layer": "never" if first is None else res.coords["layer"][first]})
+
+
+@builder("patching", "Patching")
+def _patching(spec: str, key: tuple, s: dict) -> dict:
+    if s.get("mode") == "path patching":
+        recv = s.get("receivers", "logits")
+        res = C.path_patching(spec, key, recv if recv == "logits" else tuple(recv),
+                              s.get("receiver_input", "q"))
+    else:
+        res = C.act_patching(spec, key, s["target"], bool(s["per_position"]), s["direction"])
+    top = res.top(10)
+    return dict(settings=s, figures=[res.plot()], tables={"top cells": top},
+                numbers={"clean": res.meta["clean"], "corrupted": res.meta["corrupted"],
+                         "largest |score|": float(res.values.abs().max())})
+
+
+@builder("ablation", "Ablation")
+def _ablation(spec: str, key: tuple, s: dict) -> dict:
+    ko = C.knockout(spec, key, s["method"])
+    figs = [ko.plot(title=f"Knockout of each head ({s['method']})")]
+    numbers: dict = {"baseline logit diff": ko.baseline}
+    if s.get("components"):
+        res = C.ablate(spec, key, tuple(s["components"]), s["method"])
+        lo, hi = res.ci[0].tolist()
+        numbers.update({"ablated logit diff": res.ablated, "change": float(res.values[0]),
+                        "change 95% CI": [lo, hi]})
+        tables = {"top predictions before (example 0)": pd.DataFrame(res.top_before[0], columns=["token", "prob"]),
+                  "top predictions after (example 0)": pd.DataFrame(res.top_after[0], columns=["token", "prob"])}
+    else:
+        tables = {}
+    tables["largest knockouts"] = ko.top(10)
+    return dict(settings=s, figures=figs, numbers=numbers, tables=tables)
+
+
+@builder("retrieval", "Retrieval heads")
+def _retrieval(spec: str, key: tuple, s: dict) -> dict:
+    sc = C.retrieval(spec, tuple(s["lengths"]), tuple(s["depths"]), int(s["max_new_tokens"]))
+    above = [f"L{a}H{b}" for a, b in sc.above(float(s["threshold"]))]
+    return dict(settings=s, figures=[sc.plot(title="Retrieval score per head")],
+                numbers={"trials counted": sc.meta["n_accepted"], "trials": sc.meta["n_trials"],
+                         "heads above threshold": above},
+                tables={"ranked heads": sc.ranked().head(10)[["label", "score"]]})
+
+
+@builder("circuit", "Circuit")
+def _circuit(spec: str, key: tuple, s: dict) -> dict:
+    c, _, _ = C.circuit(spec, key, s["source"], float(s["threshold"]))
+    numbers = {"nodes": len(c.nodes), "edges": len(c.edges)}
+    if c.heads():
+        f = C.faithfulness(spec, key, tuple(c.heads()))
+        numbers.update({f"faithfulness: {k}": v for k, v in f.items()})
+    return dict(settings=s, figures=[c.plot()], numbers=numbers,
+                text="nodes: " + ", ".join(c.nodes))

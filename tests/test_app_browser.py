@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -66,17 +67,16 @@ def server():
     _require_browser()
     port = _free_port()
     env = dict(os.environ, INTERP_MODEL=os.environ.get("INTERP_MODEL", "ioi"))
-    log = open(ARTIFACTS.parent / "streamlit.log", "w") if ARTIFACTS.parent.mkdir(
-        parents=True, exist_ok=True) is None else None
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "explorer.py"),
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS.parent / "streamlit.log", "w")
+    # started through the CLI (`interp app`), which runs `streamlit run apps/explorer.py`
+    cmd = [sys.executable, "-c", "from interp.cli import app; app()", "app", "--model",
+           env["INTERP_MODEL"], "--port", str(port), "--address", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             try:
                 with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
@@ -89,11 +89,14 @@ def server():
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGTERM)  # the CLI and its streamlit child
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         log.close()
 
 

@@ -9,7 +9,6 @@ import streamlit as st
 
 from apps import _compute as C
 from apps._common import guard, header, remember
-from interp.circuits import Circuit
 from interp.models import describe
 
 spec, model, key, prompts = header(
@@ -34,29 +33,11 @@ if missing:
     st.caption(f"Not in this installation yet: {', '.join(missing)}.")
 source = st.radio("edges from", sources, horizontal=True, key="ci_source")
 
-edges: list[tuple[str, str, float]] = []
-with st.spinner(f"Scoring with {source}…"):
-    if source == "edge attribution":
-        res = guard("Edge attribution", C.edge_attribution, spec, key)
-        edges = [(s, d, float(w)) for s, d, w in res.edges]
-    elif source.startswith("path patching"):
-        res = guard("Path patching", C.path_patching, spec, key, "logits", "q")
-        edges = [(f"L{layer}H{h}", "logits", float(res.values[layer, h]))
-                 for layer in range(res.values.shape[0]) for h in range(res.values.shape[1])]
-    else:
-        res = guard("Activation patching", C.act_patching, spec, key, "z", False, "denoising")
-        edges = [(f"L{layer}H{h}", "", float(res.values[layer, h]))
-                 for layer in range(res.values.shape[0]) for h in range(res.values.shape[1])]
-
-wmax = max((abs(w) for *_, w in edges), default=0.0) or 1.0
 thr = st.slider("keep |score| >= threshold (fraction of the largest)", 0.0, 1.0, 0.3, 0.01,
                 key="ci_thr")
-cut = thr * wmax
-if source.startswith("activation patching"):
-    kept = [s for s, _, w in sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut]
-    circuit = Circuit.from_components(kept, n_layers=info.n_layers)
-else:
-    circuit = Circuit.from_edges(edges, n_layers=info.n_layers, threshold=cut)
+with st.spinner(f"Scoring with {source}…"):
+    circuit, edges, cut = guard(source, C.circuit, spec, key, source, float(thr),
+                                hint="these methods need corrupted prompts of the same token length.")
 remember("circuit", {"source": source, "threshold": thr})
 
 heads = tuple(f"L{a}H{b}" for a, b in circuit.heads())
