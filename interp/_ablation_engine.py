@@ -13,9 +13,10 @@ plain loop of ``run_with_hooks`` on every test family (tests/test_ablation.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -26,9 +27,9 @@ from interp.models import describe
 from interp.prompts import PromptSet
 
 Method = Literal["zero", "mean", "resample"]
-_HEAD = re.compile(r"^L(\d+)H(\d+)$", re.I)
-_ATTN = re.compile(r"^ATTN(\d+)$", re.I)
-_MLP = re.compile(r"^MLP(\d+)$", re.I)
+_HEAD = re.compile(r"^L(\d+)H(\d+)$", re.IGNORECASE)
+_ATTN = re.compile(r"^ATTN(\d+)$", re.IGNORECASE)
+_MLP = re.compile(r"^MLP(\d+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def source_values(
     hooks: set[str],
     method: Method,
     tokens: Int[Tensor, "batch pos"] | None,
-    answer_pos: Int[Tensor, "batch"] | None,
+    answer_pos: Int[Tensor, " batch"] | None,
     *,
     per_position: bool,
 ) -> dict[str, Tensor]:
@@ -310,7 +311,7 @@ def sweep_layer_hooks(
     for name, items in by_hook.items():
         s = src.get(name)
 
-        def hook(act: Tensor, hook, items=items, s=s) -> Tensor:
+        def hook(act: Tensor, hook, items=items, s=s, name=name) -> Tensor:
             out = act.clone()
             p = act.shape[1]
             for j, c in items:

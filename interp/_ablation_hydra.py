@@ -19,15 +19,22 @@ ablation of component ``c`` (its activation on another prompt of the distributio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
 from interp import hooks as H
-from interp._ablation_engine import Component, Replayer, parse_components, scoped_hooks, sources, sweep_layer_hooks
+from interp._ablation_engine import (
+    Component,
+    Replayer,
+    parse_components,
+    scoped_hooks,
+    sources,
+    sweep_layer_hooks,
+)
 from interp.lens import _final_norm_params
 from interp.metrics import bootstrap_ci
 from interp.models import describe
@@ -134,7 +141,7 @@ def direct_vs_total(
                 n = len(chunk)
                 rec: dict[tuple[str, int], Tensor] = {}
 
-                def recorder(key):
+                def recorder(key, rec=rec, n=n):
                     def hook(act, hook):
                         rec[key] = act[torch.arange(n * b), ap.repeat(n)].detach()
                         return act

@@ -55,6 +55,12 @@ def _task_loss(logits: Tensor, prompts: PromptSet, loss: LossKind) -> tuple[Tens
     return (nll * mask).sum(), int(mask.sum())
 
 
+def _rows(prompts: PromptSet, start: int, stop: int) -> PromptSet:
+    """Prompts ``start:stop`` (only the fields the loss reads)."""
+    return PromptSet(clean_tokens=prompts.clean_tokens[start:stop], answer_ids=prompts.answer_ids[start:stop],
+                     answer_pos=prompts.answer_pos[start:stop], pad_id=prompts.pad_id)
+
+
 def raw_importance(
     model, prompts: PromptSet, *, mask: Tensor | None = None, loss: LossKind = "answer",
     batch_size: int | None = None,
@@ -69,7 +75,7 @@ def raw_importance(
     total = 0
     device = prompts.clean_tokens.device
     for start in range(0, len(prompts), bs):
-        batch = prompts.subset(slice(start, start + bs))
+        batch = _rows(prompts, start, start + bs)
         gates = base.clone().to(device).requires_grad_(True)
         with scoped_hooks(model, gate_hooks(gates)), torch.enable_grad():
             logits = model(batch.clean_tokens)

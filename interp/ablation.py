@@ -21,9 +21,10 @@ removes them on exit, also when the body raises; the functions use it the same w
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -261,6 +262,6 @@ def knockout_sweep(
     return out
 
 
-from interp._ablation_hydra import HydraResult, direct_vs_total  # noqa: E402
-from interp._ablation_prune import PruningResult, head_importance, prune_heads  # noqa: E402
-from interp._ablation_zoo import induction_ablation_check  # noqa: E402
+from interp._ablation_hydra import HydraResult, direct_vs_total
+from interp._ablation_prune import PruningResult, head_importance, prune_heads
+from interp._ablation_zoo import induction_ablation_check

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_no_hooks, load_tiny
 
 from interp import hooks as H
 from interp import prompts as P
@@ -23,8 +24,6 @@ from interp.ablation import (
     prune_heads,
 )
 from interp.metrics import logit_diff_fn, logits_at
-
-from conftest import assert_no_hooks
 
 
 def _ld(logits, ps):
@@ -133,9 +132,8 @@ def test_no_hooks_left_when_metric_or_body_raises(tiny_gpt2):
     with pytest.raises(RuntimeError, match="metric failed"):
         ablate(tiny_gpt2, ps, ["L0H0"], metric=bad_metric)
     assert_no_hooks(tiny_gpt2)
-    with pytest.raises(KeyError):
-        with ablated(tiny_gpt2, ["L0H0", "MLP1"]):
-            raise KeyError("body failed")
+    with pytest.raises(KeyError), ablated(tiny_gpt2, ["L0H0", "MLP1"]):
+        raise KeyError("body failed")
     assert_no_hooks(tiny_gpt2)
     with pytest.raises(RuntimeError):
         knockout_sweep(tiny_gpt2, ps, metric=bad_metric)
@@ -234,7 +232,11 @@ def _batch_loss(model, ps, gates):
     return float(-logp.gather(-1, ps.answer_ids[:, None]).mean())
 
 
-def test_head_importance_equals_finite_differences(tiny_model):
+@pytest.mark.parametrize("family", [
+    "gpt2", "llama", pytest.param("neox", marks=pytest.mark.slow),
+    pytest.param("qwen2", marks=pytest.mark.slow), pytest.param("gemma2", marks=pytest.mark.slow)])
+def test_head_importance_equals_finite_differences(tiny_dirs, family):
+    tiny_model = load_tiny(tiny_dirs, family)
     ps = P.ioi(tiny_model, n=4, seed=5)
     res = head_importance(tiny_model, ps, batch_size=2, normalize=False)
     L, nh = 3, 4
