@@ -1,0 +1,39 @@
+"""Every reproduction in examples/ runs in fast mode and passes its own checks (exit code 0).
+
+Each script checks its numbers against ranges with an independent reason (paper, model
+construction, zoo targets); a failed check exits 1, so these tests fail when a finding rots.
+They take a minute or more each on a shared CPU, hence the slow marker; run them with
+`pytest tests/test_examples.py -m slow`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+
+
+def test_every_example_is_listed():
+    assert {"induction_heads.py", "ioi_circuit.py", "logit_lens.py", "pruning.py",
+            "retrieval_heads.py"} <= set(SCRIPTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_example_fast_mode_passes(script):
+    out = subprocess.run([sys.executable, script, "--fast"], cwd=EXAMPLES, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, f"{script} failed:\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}"
+    assert "checks passed" in out.stdout
+
+
+def test_unknown_model_fails_clearly():
+    out = subprocess.run([sys.executable, "ioi_circuit.py", "--fast", "--model", "no-such-model"],
+                         cwd=EXAMPLES, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2
+    assert "cannot load 'no-such-model'" in out.stderr
