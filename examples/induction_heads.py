@@ -8,7 +8,8 @@
 3. K-composition (Elhage et al. 2021): how much of the induction head's key side (W_QK) reads
    the previous-token head's output (W_OV): ||W_OV W_QK^T||_F / (||W_OV||_F ||W_QK||_F) in
    transformer-lens's row-vector convention (Elhage et al.'s ||W_QK W_OV||_F in column vectors),
-   against every other (layer-0 head, later head) pair.
+   against every other (layer-0 head, later head) pair. The score reads the weights only, so on
+   a rotary model (the zoo `induction` model is a 2-layer Llama) it ignores the rotation.
 
 Run: python examples/induction_heads.py [--fast] [--model induction]
 """
