@@ -22,6 +22,11 @@ _EXPORTS = {
     "PromptError": "interp.prompts",
     "HeadScores": "interp.heads",
     "retrieval_scores": "interp.retrieval",
+    "activation_patching": "interp.patching",
+    "path_patching": "interp.patching",
+    "PatchingResult": "interp.patching",
+    "attribution_patching": "interp.attribution",
+    "edge_attribution": "interp.attribution",
 }
 _SUBMODULES = {
     "hooks", "models", "prompts", "metrics", "results", "viz", "patching", "attribution",

@@ -165,7 +165,8 @@ def test_length_mismatch_is_a_clear_error(tiny_gpt2):
         activation_patching(tiny_gpt2, _pairs(tiny_gpt2), target="resid")
 
 
-@pytest.mark.parametrize("metric", ["prob", "kl", "loss", "callable"])
+@pytest.mark.parametrize("metric", ["prob", "kl", pytest.param("loss", marks=pytest.mark.slow),
+                                    "callable"])
 def test_other_metrics_agree_with_slow_loop(tiny_gpt2, metric):
     ps = _pairs(tiny_gpt2, p=4)
     spec = (lambda logits, prompts: logits[:, 3] - logits.mean(-1)) if metric == "callable" else metric
@@ -271,7 +272,7 @@ def _slow_path(model, ps, receivers, receiver_input):
     return out
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", pytest.param("llama", marks=pytest.mark.slow)])
 def test_path_patching_to_logits_matches_slow_loop(tiny_dirs, family):
     from interp.patching import path_patching
 
@@ -285,7 +286,11 @@ def test_path_patching_to_logits_matches_slow_loop(tiny_dirs, family):
     assert_no_hooks(model)
 
 
-@pytest.mark.parametrize("family,inp", [("gpt2", "q"), ("qwen2", "k"), ("gemma2", "v")])
+@pytest.mark.parametrize("family,inp", [
+    ("gpt2", "q"),
+    pytest.param("qwen2", "k", marks=pytest.mark.slow),
+    pytest.param("gemma2", "v", marks=pytest.mark.slow),
+])
 def test_path_patching_to_heads_matches_slow_loop(tiny_dirs, family, inp):
     from interp.patching import path_patching
 
