@@ -31,11 +31,11 @@ def main() -> None:
     from interp.retrieval import retrieval_scores
 
     model = interp.load_model(args.model)
-    kw = dict(needles=default_needles(args.needles),
-              lengths=[int(x) for x in args.lengths.split(",")],
-              depths=None if args.depths is None else [int(x) for x in args.depths.split(",")],
-              max_new_tokens=args.max_new_tokens,
-              stop=("\n", ".") if args.stop == "newline,period" else ("\n",))
+    kw = {"needles": default_needles(args.needles),
+              "lengths": [int(x) for x in args.lengths.split(",")],
+              "depths": None if args.depths is None else [int(x) for x in args.depths.split(",")],
+              "max_new_tokens": args.max_new_tokens,
+              "stop": ("\n", ".") if args.stop == "newline,period" else ("\n",)}
     retrieval_scores(model, **{**kw, "lengths": kw["lengths"][:1], "depths": [0]})  # warm-up
     t0 = time.perf_counter()
     fast = retrieval_scores(model, implementation="fast", **kw)

@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Literal, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -57,7 +58,7 @@ def new_cache(model):
 
     try:
         return DynamicCache(config=model.original_model.config)
-    except Exception:  # older transformers or no config: an unconfigured cache works too
+    except (TypeError, ValueError, AttributeError):  # older transformers: no config argument
         return DynamicCache()
 
 

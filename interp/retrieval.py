@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -42,8 +43,16 @@ from interp.heads import HeadScores
 from interp.models import describe
 from interp.results import Result
 
-__all__ = ["Needle", "retrieval_scores", "masking_experiment", "MaskingResult", "decore_generate",
-           "DecodeOutput", "rouge1_recall", "RETRIEVAL_THRESHOLD"]
+__all__ = [
+    "RETRIEVAL_THRESHOLD",
+    "DecodeOutput",
+    "MaskingResult",
+    "Needle",
+    "decore_generate",
+    "masking_experiment",
+    "retrieval_scores",
+    "rouge1_recall",
+]
 
 RETRIEVAL_THRESHOLD = 0.1
 DEFAULT_DEPTHS = tuple(round(x) for x in torch.linspace(0, 100, 10).tolist())
@@ -67,7 +76,7 @@ def _trials(model, needles, haystack, lengths, depths, max_new_tokens, seed) -> 
     room = info.n_ctx - max_new_tokens
     if lengths is None:
         hi = min(512, room)
-        lengths = sorted({int(round(x)) for x in torch.linspace(max(hi // 4, 16), hi, 5).tolist()})
+        lengths = sorted({round(x) for x in torch.linspace(max(hi // 4, 16), hi, 5).tolist()})
     lengths = [int(x) for x in lengths]
     if max(lengths) > room:
         raise ValueError(f"context length {max(lengths)} + max_new_tokens {max_new_tokens} exceeds "
@@ -216,9 +225,9 @@ def retrieval_scores(
         response = tok.decode(text_ids)
         recall = rouge1_recall(t.answer, response)
         accepted.append(recall > min_recall)
-        rows.append(dict(needle=t.needle_index, ctx_len=t.ctx_len, depth=t.depth,
-                         span=list(t.span), n_steps=len(gen), response=response,
-                         recall=recall, accepted=recall > min_recall))
+        rows.append({"needle": t.needle_index, "ctx_len": t.ctx_len, "depth": t.depth,
+                     "span": list(t.span), "n_steps": len(gen), "response": response,
+                     "recall": recall, "accepted": recall > min_recall})
     scores = torch.stack(per_trial, dim=-1)  # [L, H, trial]
     acc = torch.tensor(accepted)
     mean = scores[..., acc].mean(-1) if acc.any() else torch.zeros(scores.shape[:2], dtype=scores.dtype)
@@ -315,7 +324,7 @@ def masking_experiment(
     info = describe(model)
     if not 1 <= k <= info.n_layers * info.n_heads:
         raise ValueError(f"k must be in 1..{info.n_layers * info.n_heads}, got {k}")
-    grid = dict(needles=needles, haystack=haystack, lengths=lengths, depths=depths)
+    grid = {"needles": needles, "haystack": haystack, "lengths": lengths, "depths": depths}
     if heads is None and scores is None:
         scores = retrieval_scores(model, **grid, max_new_tokens=max_new_tokens, stop=stop,
                                   batch_size=batch_size, seed=seed)
@@ -340,21 +349,21 @@ def masking_experiment(
         raise ValueError(f"only {len(pool)} heads lie outside the top heads; lower k or exclude_top")
     trials = _trials(model, needles, haystack, lengths, depths, max_new_tokens, seed)
     is_stop = stop_ids(model, stop)
-    run = lambda hs: _accuracy(model, trials, hs, mode, max_new_tokens, is_stop, batch_size)  # noqa: E731
+    run = lambda hs: _accuracy(model, trials, hs, mode, max_new_tokens, is_stop, batch_size)
     base, base_em = run([])
     top_acc, top_em = run(top)
     rng = random.Random(seed)
     draws = [sorted(rng.sample(pool, k)) for _ in range(n_random)]
     rand = [run(d) for d in draws]
     rand_acc = sum(a for a, _ in rand) / len(rand)
-    label = lambda hs: [f"L{a}H{b}" for a, b in hs]  # noqa: E731
+    label = lambda hs: [f"L{a}H{b}" for a, b in hs]
     return MaskingResult(
         values=torch.tensor([base, top_acc, rand_acc]), dims=("condition",),
         coords={"condition": ["baseline", "top_k", "random_k"]},
-        meta=dict(top_heads=label(top), random_heads=[label(d) for d in draws],
-                  random_accuracy=[a for a, _ in rand], exact_match=dict(
-                      baseline=base_em, top_k=top_em, random_k=[e for _, e in rand]),
-                  k=k, mode=mode, n_trials=len(trials), title="Needle accuracy under head masking"),
+        meta={"top_heads": label(top), "random_heads": [label(d) for d in draws],
+                  "random_accuracy": [a for a, _ in rand], "exact_match": {
+                      "baseline": base_em, "top_k": top_em, "random_k": [e for _, e in rand]},
+                  "k": k, "mode": mode, "n_trials": len(trials), "title": "Needle accuracy under head masking"},
     )
 
 
@@ -405,9 +414,9 @@ def decore_generate(
     last = ids[-1]
     for step in range(max_new_tokens):
         total = len(ids) + step
-        kw = dict(attention_mask=torch.ones(1, total, dtype=torch.long, device=device),
-                  position_ids=torch.full((1, 1), total - 1, device=device),
-                  return_type="logits_and_cache")
+        kw = {"attention_mask": torch.ones(1, total, dtype=torch.long, device=device),
+                  "position_ids": torch.full((1, 1), total - 1, device=device),
+                  "return_type": "logits_and_cache"}
         x = torch.tensor([[last]], device=device)
         with kv_cache(model):
             lb, base_cache = model(x, past_key_values=base_cache, **kw)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_no_hooks
 from transformer_lens.head_detector import detect_head
 
 from interp import heads
 from interp.heads import HeadScores, detect_heads, induction_scores, previous_token_scores
-
-from conftest import assert_no_hooks
 
 TEXTS = ["Then, Mary and John went to the store. John gave a ring to Mary",
          "After the lunch, Anna and Paul went to the garden. Paul gave a bone to Anna"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_no_hooks
 
 from interp import retrieval as R
 from interp._decode import greedy_decode, mask_hooks, stop_ids
 from interp._needle_trials import build_trials, default_haystack, default_needles, find_span
 from interp._rouge import rouge1_recall, rouge_tokens
 
-from conftest import assert_no_hooks
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -21,7 +21,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-GRID = dict(lengths=[40, 56], depths=[0, 50, 100], max_new_tokens=5)
+GRID = {"lengths": [40, 56], "depths": [0, 50, 100], "max_new_tokens": 5}
 GRID1 = dict(GRID, needles=default_needles(1, seed=4))  # 6 trials
 
 
@@ -128,7 +128,7 @@ def test_scores_mean_over_accepted_only(tiny_gpt2):
 
 def test_cached_decode_matches_uncached_and_transformer_lens(tiny_model):
     ids = torch.randint(2, 1000, (3, 12), generator=torch.Generator().manual_seed(0)).tolist()
-    never = lambda t: False  # noqa: E731
+    never = lambda t: False
     cached = greedy_decode(tiny_model, ids, max_new_tokens=6, is_stop=never)
     plain = greedy_decode(tiny_model, ids, max_new_tokens=6, is_stop=never, use_cache=False)
     assert cached == plain
@@ -208,8 +208,8 @@ def test_zoo_needle_retrieval_heads_and_masking():
     import interp
 
     model = interp.load_model("needle")
-    grid = dict(needles=default_needles(3, seed=11), lengths=[128, 256, 384],
-                depths=[0, 25, 50, 75, 100], max_new_tokens=8, stop=("\n", "."))
+    grid = {"needles": default_needles(3, seed=11), "lengths": [128, 256, 384],
+                "depths": [0, 25, 50, 75, 100], "max_new_tokens": 8, "stop": ("\n", ".")}
     scores = R.retrieval_scores(model, **grid)
     assert scores.meta["n_accepted"] >= scores.meta["n_trials"] // 2, "the model fails most needles"
     (best, value) = scores.best()
