@@ -6,6 +6,8 @@ the library's hook code; invariants are exact identities of the residual stream.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from conftest import assert_no_hooks, load_tiny
@@ -151,9 +153,8 @@ def test_bad_method_and_reference(tiny_gpt2):
     ps = P.ioi(tiny_gpt2, n=2)
     with pytest.raises(ValueError, match="unknown ablation method"):
         ablate(tiny_gpt2, ps, ["L0H0"], method="noise")
-    with pytest.raises(ValueError, match="needs reference"):
-        with ablated(tiny_gpt2, ["L0H0"], method="resample"):
-            pass
+    with pytest.raises(ValueError, match="needs reference"), ablated(tiny_gpt2, ["L0H0"], method="resample"):
+        pass
     assert_no_hooks(tiny_gpt2)
 
 
@@ -266,8 +267,8 @@ def test_prune_heads_curve_and_kept_set(tiny_llama):
     res = prune_heads(tiny_llama, ps, step=0.1, stop_at=0.9, metric="prob")
     df = res.curve
     kept_n = df.heads_kept.tolist()
-    assert kept_n[0] == 12 and all(a > b for a, b in zip(kept_n, kept_n[1:]))  # monotone
-    assert all(a - b == 1 for a, b in zip(kept_n, kept_n[1:]))  # 10% of 12 heads -> 1 per step
+    assert kept_n[0] == 12 and all(a > b for a, b in itertools.pairwise(kept_n))  # monotone
+    assert all(a - b == 1 for a, b in itertools.pairwise(kept_n))  # 10% of 12 heads -> 1 per step
     acc = df.accepted.tolist()
     assert all(acc[:-1]) and (not acc[-1] or kept_n[-1] == 1)  # stops at the first miss
     orig = res.meta["original"]
