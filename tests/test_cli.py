@@ -146,3 +146,17 @@ def test_lens_and_heads_write_files(tmp_path):
     res = runner.invoke(app, ["heads", "induction", "--out", str(tmp_path / "h.html"),
                               "--seq-len", "10", "--batch", "2"])
     assert res.exit_code == 0 and "<html>" in (tmp_path / "h.html").read_text()
+
+
+def test_ablate_sweep_and_importance(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "s.csv"
+    res = runner.invoke(app, ["ablate", "ioi", "--sweep", "--n", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert len(df) == 4 * 8 and "MLP" not in set(df.columns)
+    assert "each MLP alone" in res.output
+    res = runner.invoke(app, ["heads", "ioi", "--score", "importance", "--n", "4", "--top", "3"])
+    assert res.exit_code == 0, res.output
+    assert "top 3 heads by importance" in res.output
