@@ -160,3 +160,13 @@ def test_ablate_sweep_and_importance(tmp_path):
     res = runner.invoke(app, ["heads", "ioi", "--score", "importance", "--n", "4", "--top", "3"])
     assert res.exit_code == 0, res.output
     assert "top 3 heads by importance" in res.output
+
+
+def test_patch_path_to_logits(tmp_path):
+    out = tmp_path / "pp.json"
+    res = runner.invoke(app, ["patch", "ioi", "--path", "--n", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["dims"] == ["layer", "head"] and doc["meta"]["direction"] == "noising"
+    res = runner.invoke(app, ["patch", "ioi", "--path", "--receivers", "L9H0", "--n", "2"])
+    assert res.exit_code == 2 and "out of range" in res.output
