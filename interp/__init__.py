@@ -30,7 +30,7 @@ _EXPORTS = {
 }
 _SUBMODULES = {
     "hooks", "models", "prompts", "metrics", "results", "viz", "patching", "attribution",
-    "ablation", "lens", "heads", "circuits", "report",
+    "ablation", "lens", "heads", "retrieval", "circuits", "report",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
