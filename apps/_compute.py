@@ -184,4 +184,6 @@ def circuit(spec: str, key: tuple, source: str, threshold: float):
     if source.startswith("activation patching"):
         kept = [s for s, _, w in sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut]
         return Circuit.from_components(kept, n_layers=n_layers), edges, cut
+    if source == "edge attribution":
+        return res.to_circuit(threshold=cut), edges, cut
     return Circuit.from_edges(edges, n_layers=n_layers, threshold=cut), edges, cut

@@ -186,6 +186,11 @@ def test_patching_sweep_and_cell_details():
     ok(at)
     assert charts(at)[0]["data"][0]["z"] != heat["z"]
     assert "Activation patching (denoising) of attn_out" in json.dumps(charts(at)[0]["layout"])
+    if "path patching" in at.radio(key="pt_mode").options:
+        at.radio(key="pt_mode").set_value("path patching").run()
+        ok(at)
+        pp = charts(at)[0]["data"][0]
+        assert pp["x"][0] == "H0" and pp["y"][0] == "L0"  # sender heads: layer x head
 
 
 @pytest.mark.skipif(not has("interp.ablation"), reason="interp.ablation not installed")
@@ -247,7 +252,7 @@ def test_retrieval_scores_threshold_and_masking():
              rt_lengths=[48], rt_depths=[50], rt_maxnew=6)
     at = page(at, "retrieval")
     m = metrics(at)
-    assert "trials counted (recall > 50%)" in m and "best head" in m
+    assert "trials counted (recall > 50%)" in m and "best head (score)" in m
     assert charts(at)[0]["data"][0]["type"] == "heatmap"
     md = lambda: [x.value for x in at.markdown if "above" in x.value][0]  # noqa: E731
     at.slider(key="rt_thr").set_value(0.0).run()

@@ -125,7 +125,10 @@ def test_every_page_renders_without_errors(server, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     problems = []
     for i, (path, title, needs, ready) in enumerate(PAGES):
-        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+        if i == 0:
+            page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+        else:  # navigate inside the app (one session, so the export sees the visited pages)
+            page.locator(f"[data-testid='stSidebarNav'] a:has-text('{title}')").first.click()
         # the first visit loads the model (seconds); later ones reuse the cache
         page.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
         if needs is not None and importlib.util.find_spec(needs) is None:

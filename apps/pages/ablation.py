@@ -31,6 +31,8 @@ options = head_labels(info) + [f"MLP{i}" for i in range(info.n_layers)] + [
     f"ATTN{i}" for i in range(info.n_layers)]
 if "ab_components" not in st.session_state:
     st.session_state.ab_components = [f"L{layer}H{head}"]
+else:  # keep only components this model has (the model may have changed)
+    st.session_state.ab_components = [c for c in st.session_state.ab_components if c in options]
 comps = st.multiselect("components to ablate together", options, key="ab_components")
 remember("ablation", {"method": method, "components": list(comps)})
 

@@ -29,8 +29,9 @@ c1.metric("target token", repr(target))
 c2.metric("rank at the final layer", ranks[-1])
 c3.metric("first layer where it is top-1", "never" if first is None else res.coords["layer"][first])
 fig = go.Figure(go.Scatter(x=res.coords["layer"], y=ranks, mode="lines+markers", name="rank"))
-fig.update_layout(title=f"Rank of {target!r} at the answer position (1 = top)", yaxis_type="log",
-                  yaxis_title="rank", xaxis_title="layer", height=320)
+fig.update_layout(title=f"Rank of {target!r} at the answer position (1 = top)",
+                  yaxis=dict(type="log", dtick=1, autorange="reversed", title="rank"),
+                  xaxis_title="layer", height=320)
 fig2 = go.Figure(go.Scatter(x=res.coords["layer"], y=probs, mode="lines+markers"))
 fig2.update_layout(title=f"Probability of {target!r}", yaxis_range=[0, 1], height=320,
                    xaxis_title="layer")

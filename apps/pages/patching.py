@@ -38,6 +38,7 @@ if mode == "activation patching":
                          "choose IOI / induction / needle or type corrupted prompts.")
 else:
     c1, c2 = st.columns([3, 1])
+    st.session_state.pt_recv = [h for h in st.session_state.get("pt_recv", []) if h in head_labels(info)]
     recv = c1.multiselect("receiver heads (empty = the logits)", head_labels(info), key="pt_recv")
     rin = c2.radio("receiver input", ["q", "k", "v"], horizontal=True, key="pt_rin")
     settings = {"mode": mode, "receivers": recv or "logits", "receiver_input": rin}
@@ -55,6 +56,9 @@ st.plotly_chart(res.plot(), key="pt_heat")
 
 st.subheader("One cell")
 cols = st.columns(len(res.dims))
+for d in res.dims:  # a selection from an earlier sweep may not exist in this one
+    if st.session_state.get(f"pt_cell_{d}", 0) >= len(res.coords[d]):
+        del st.session_state[f"pt_cell_{d}"]
 idx = tuple(cols[i].selectbox(d, list(range(len(res.coords[d]))), key=f"pt_cell_{d}",
                               format_func=lambda j, d=d: str(res.coords[d][j]))
             for i, d in enumerate(res.dims))

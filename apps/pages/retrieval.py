@@ -46,7 +46,7 @@ m = scores.meta
 c1, c2, c3 = st.columns(3)
 c1.metric("trials counted (recall > 50%)", f"{m['n_accepted']} / {m['n_trials']}")
 best, val = scores.best()
-c2.metric("best head", f"L{best[0]}H{best[1]}", f"{val:.3f}", delta_color="off")
+c2.metric("best head (score)", f"L{best[0]}H{best[1]} ({val:.2f})")
 thr = c3.slider("threshold", 0.0, 1.0, float(m.get("threshold", 0.1)), 0.01, key="rt_thr")
 above = scores.above(thr)
 remember("retrieval", {"lengths": list(grid[0]), "depths": list(grid[1]), "max_new_tokens": grid[2],
