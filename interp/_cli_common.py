@@ -229,10 +229,10 @@ def lens_frame(res, example: int = 0):
     rows = []
     for i, label in enumerate(res.coords["layer"]):
         top_tok = res.top_tokens[i][example][int(ap[example])] if res.top_tokens else ""
-        rows.append({"row": label, "answer_top1_frac": float((rank[i] == 1).float().mean()),
-                     "answer_prob": float(prob[i].mean()), "answer_rank_median": float(rank[i].median()),
+        rows.append({"row": label, "top1 share": float((rank[i] == 1).float().mean()),
+                     "answer p": float(prob[i].mean()), "rank (median)": float(rank[i].median()),
                      f"top1[ex{example}]": top_tok,
-                     f"p_top1[ex{example}]": float(res.top_probs[i, example, int(ap[example]), 0])})
+                     f"p[ex{example}]": float(res.top_probs[i, example, int(ap[example]), 0])})
     return pd.DataFrame(rows)
 
 
