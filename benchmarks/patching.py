@@ -140,8 +140,10 @@ def main() -> None:
     print()
     print(df.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     g = df[df.model == "gpt2-small-shape"].set_index("sweep")
-    sp = {k: float(g.loc[[i for i in g.index if i.startswith(k)][0], "speedup"])
-          for k in ("heads_all_pos", "heads_by_pos", "resid_pre")}
+    sp = {}
+    for key in ("heads_all_pos", "heads_by_pos", "resid_pre"):
+        sweep = next(i for i in g.index if i.startswith(key))
+        sp[key] = float(g.loc[sweep, "speedup"])
     print(f"patching: speedup_heads={sp['heads_all_pos']:.2f} speedup_by_pos={sp['heads_by_pos']:.2f} "
           f"speedup_resid={sp['resid_pre']:.2f} max_abs_diff={df.max_abs_diff.max():.2e}")
 

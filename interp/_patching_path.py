@@ -18,7 +18,8 @@ from the cached clean residual and stops after the last receiver layer.
 from __future__ import annotations
 
 import re
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -109,11 +110,11 @@ def path_patching(
                     act[i * b:(i + 1) * b, :, h] = src[:, :, h]
                 return act
 
-            def freeze(act, hook):
+            def freeze(act, hook, k=k):
                 layer = H.layer_of(hook.name)
                 return orig.cache[H.z(layer)].repeat(k, 1, 1, 1)
 
-            def record(act, hook):
+            def record(act, hook, recorded=recorded):
                 recorded[H.layer_of(hook.name)] = act.clone()
                 return act
 
@@ -124,7 +125,7 @@ def path_patching(
             if to_logits:
                 logits = orig.unembed(h_final[torch.arange(k * b), ap.repeat(k)])
             else:
-                def patch(act, hook):
+                def patch(act, hook, recorded=recorded):
                     layer = H.layer_of(hook.name)
                     if layer not in recorded:
                         return act

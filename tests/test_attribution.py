@@ -33,7 +33,7 @@ def test_atp_is_the_directional_derivative(tiny_dirs, family):
     for layer, head in [(0, 1), (1, 2), (2, 0)]:
         d = clean[H.z(layer)][:, :, head] - corr[H.z(layer)][:, :, head]
 
-        def shift(e):
+        def shift(e, head=head, d=d):
             def fn(a):
                 a = a.clone()
                 a[:, :, head] = a[:, :, head] + e * d

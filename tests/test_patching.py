@@ -176,7 +176,7 @@ def test_other_metrics_agree_with_slow_loop(tiny_gpt2, metric):
     clean_logits = tiny_gpt2(ps.clean_tokens)
     b = torch.arange(len(ps))
     for pos in range(ps.n_pos):
-        def hook(act, hook):
+        def hook(act, hook, pos=pos):
             act = act.clone()
             act[:, pos] = clean_cache[H.attn_out(1)][:, pos]
             return act
@@ -240,7 +240,7 @@ def _slow_path(model, ps, receivers, receiver_input):
 
             store = {}
 
-            def rec_hook_for(name):
+            def rec_hook_for(name, store=store):
                 def rec_hook(act, hook):
                     store[name] = act.clone()
                 return rec_hook
@@ -253,7 +253,7 @@ def _slow_path(model, ps, receivers, receiver_input):
             hooks += [(n, rec_hook_for(n)) for n in names]
             model.run_with_hooks(ps.clean_tokens, fwd_hooks=hooks)
 
-            def patch_for(name):
+            def patch_for(name, store=store):
                 def patch(act, hook):
                     act = act.clone()
                     for r in receivers:
