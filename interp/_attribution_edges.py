@@ -18,6 +18,7 @@ from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
 from interp.patching import _prepare
 
+
 # block-level hook points that exist only while the flags below are on (transformer-lens 4.x)
 def _q_in(layer: int, kind: str) -> str:
     return f"blocks.{layer}.hook_{kind}_input"

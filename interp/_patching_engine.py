@@ -15,7 +15,8 @@ patching sweep with transformer-lens's one-forward-per-patch functions on five f
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float

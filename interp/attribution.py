@@ -26,8 +26,16 @@ from torch import Tensor
 from interp import hooks as H
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
-from interp.patching import (HEAD_TARGETS, RESID_TARGETS, PatchingResult, Target, _finish,
-                             _hook_name, _pos_labels, _prepare)
+from interp.patching import (
+    HEAD_TARGETS,
+    RESID_TARGETS,
+    PatchingResult,
+    Target,
+    _finish,
+    _hook_name,
+    _pos_labels,
+    _prepare,
+)
 from interp.results import Result
 
 ATP_CONVENTION = ("AtP: (a_clean - a_corrupted) . dM/da at the corrupted run; raw = M(corrupted) "
@@ -170,4 +178,4 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     return _impl(model, prompts, metric=metric)
 
 
-__all__ = ["attribution_patching", "edge_attribution", "EdgeAttributionResult"]
+__all__ = ["EdgeAttributionResult", "attribution_patching", "edge_attribution"]

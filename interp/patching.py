@@ -23,8 +23,9 @@ unembedding is applied only at the rows the metric reads.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -276,6 +277,6 @@ def activation_patching(
 
 
 # path patching lives in a private module (file size); it imports the helpers above
-from interp._patching_path import path_patching  # noqa: E402
+from interp._patching_path import path_patching
 
 __all__ = ["PatchingResult", "activation_patching", "path_patching"]
