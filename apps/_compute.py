@@ -91,7 +91,7 @@ def has_path_patching() -> bool:
     try:
         from interp import patching
 
-        return callable(getattr(patching, "path_patching"))
+        return callable(patching.path_patching)
     except (ImportError, AttributeError):
         return False
 

@@ -3,7 +3,8 @@ cached results with the settings recorded by that page (nothing is recomputed if
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 

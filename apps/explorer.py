@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from apps._common import init_state  # noqa: E402
+from apps._common import init_state
 
 st.set_page_config(page_title="interp Circuit Explorer", page_icon=":material/hub:", layout="wide")
 init_state()

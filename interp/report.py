@@ -17,9 +17,11 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -37,7 +39,7 @@ def _plain(x: Any) -> Any:
     if isinstance(x, (str, int, bool)) or x is None:
         return x
     if isinstance(x, float):
-        return x if x == x and abs(x) != float("inf") else str(x)
+        return x if math.isfinite(x) else str(x)
     if hasattr(x, "tolist"):
         return _plain(x.tolist())
     if hasattr(x, "item"):
@@ -88,7 +90,7 @@ class Report:
     model: str = ""
     sections: list[Section] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC)
                          .strftime("%Y-%m-%d %H:%M UTC"))
 
     def add(

@@ -68,7 +68,7 @@ def server():
     port = _free_port()
     env = dict(os.environ, INTERP_MODEL=os.environ.get("INTERP_MODEL", "ioi"))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS.parent / "streamlit.log", "w")
+    log = open(ARTIFACTS.parent / "streamlit.log", "w")  # noqa: SIM115 (closed in finally)
     # started through the CLI (`interp app`), which runs `streamlit run apps/explorer.py`
     cmd = [sys.executable, "-c", "from interp.cli import app; app()", "app", "--model",
            env["INTERP_MODEL"], "--port", str(port), "--address", "127.0.0.1"]

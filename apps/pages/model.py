@@ -8,8 +8,17 @@ import pandas as pd
 import streamlit as st
 
 from apps import _compute as C
-from apps._common import (PROMPT_KINDS, TASK_OF, current, default_prompt_key, describe_key, guard,
-                          init_state, make_prompt_key, remember)
+from apps._common import (
+    PROMPT_KINDS,
+    TASK_OF,
+    current,
+    default_prompt_key,
+    describe_key,
+    guard,
+    init_state,
+    make_prompt_key,
+    remember,
+)
 from apps._figures import top_table
 from interp.models import ZOO, describe
 
