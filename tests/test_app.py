@@ -6,7 +6,6 @@ shown. The zoo's default model is tiny, so a page renders in well under a second
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from html import escape
 from pathlib import Path
@@ -18,10 +17,6 @@ from streamlit.testing.v1 import AppTest
 
 ENTRY = Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
 TIMEOUT = 600
-
-
-def has(mod: str) -> bool:
-    return importlib.util.find_spec(mod) is not None
 
 
 def app(**state) -> AppTest:
@@ -173,7 +168,6 @@ def test_export_collects_visited_pages_and_saves(tmp_path):
     assert doc["model"] == at.session_state.model_spec
 
 
-@pytest.mark.skipif(not has("interp.patching"), reason="interp.patching not installed")
 def test_patching_sweep_and_cell_details():
     at = page(app(), "patching")
     m = metrics(at)
@@ -192,12 +186,11 @@ def test_patching_sweep_and_cell_details():
         at.radio(key="pt_mode").set_value("path patching").run()
         ok(at)
         pp = charts(at)[0]["data"][0]
-        # sender heads: layer x head (interp.viz currently doubles the prefix: "LL0", "HH0")
-        assert pp["x"][0].endswith("H0") and pp["y"][0].endswith("L0")
+        # sender heads: layer x head
+        assert pp["x"][0] == "H0" and pp["y"][0] == "L0"
         assert len(pp["z"]) == len(pp["y"]) and len(pp["z"][0]) == len(pp["x"])
 
 
-@pytest.mark.skipif(not has("interp.ablation"), reason="interp.ablation not installed")
 def test_ablating_the_top_head_changes_the_logit_diff():
     at = page(app(), "ablation")
     m = metrics(at)
@@ -218,7 +211,6 @@ def test_ablating_the_top_head_changes_the_logit_diff():
     assert "logit diff after" not in metrics(at) and at.info
 
 
-@pytest.mark.skipif(not has("interp.patching"), reason="interp.patching not installed")
 def test_circuit_threshold_and_export():
     at = page(app(), "circuit")
     n0 = int(metrics(at)["nodes"])
@@ -232,24 +224,20 @@ def test_circuit_threshold_and_export():
 
 def test_export_includes_method_pages(tmp_path):
     at = app()
-    for name, mod in (("patching", "interp.patching"), ("ablation", "interp.ablation"),
-                      ("circuit", "interp.patching")):
-        if has(mod):
-            page(at, name)
+    for name in ("patching", "ablation", "circuit"):
+        page(at, name)
     at = page(at, "export")
     at.text_input(key="x_dir").set_value(str(tmp_path)).run()
     ok(at.button(key="x_save").click().run())
     doc = json.loads(next(tmp_path.glob("*.json")).read_text())
     titles = [s["title"] for s in doc["sections"]]
-    for name, mod in (("Patching", "interp.patching"), ("Ablation", "interp.ablation"),
-                      ("Circuit", "interp.patching")):
-        assert (name in titles) == has(mod)
+    for name in ("Patching", "Ablation", "Circuit"):
+        assert name in titles
     for s in doc["sections"]:
         if s["title"] != "Model & prompts":
             assert s["figures"], s["title"]
 
 
-@pytest.mark.skipif(not has("interp.retrieval"), reason="interp.retrieval not installed")
 def test_retrieval_scores_threshold_and_masking():
     # last: it swaps the cached model for the needle model
     at = app(model_spec="needle", prompt_key=("needle", (64,), (0.0,), 0),

@@ -12,14 +12,21 @@ DIVERGING = "RdBu"
 
 
 def _axis_labels(result, dim: str) -> list[str]:
+    """Tick labels: integer layer/head ids get an ``L``/``H`` prefix; labels that are already
+    strings ("L3", "KV0", "3: Mary") are shown as they are. Token positions read ``i:token``."""
     labels = result.coords[dim]
-    if dim == "layer":
-        return [f"L{x}" for x in labels]
-    if dim == "head":
-        return [f"H{x}" for x in labels]
+    prefix = {"layer": "L", "head": "H"}.get(dim)
+    if prefix is not None:
+        return [f"{prefix}{x}" if isinstance(x, int) else str(x) for x in labels]
     if dim == "pos":
-        return [f"{i}:{x}" if not isinstance(x, int) else str(x) for i, x in enumerate(labels)]
+        return [str(x) if isinstance(x, int) or _has_index(x) else f"{i}:{x}"
+                for i, x in enumerate(labels)]
     return [str(x) for x in labels]
+
+
+def _has_index(label: Any) -> bool:
+    head, sep, _ = str(label).partition(":")
+    return bool(sep) and head.strip().isdigit()
 
 
 def heatmap(
