@@ -102,9 +102,14 @@ class Circuit:
         for n in self.nodes:
             by_depth.setdefault(node_layer(n, self.n_layers), []).append(n)
         pos = {}
+        widest = max((len(ns) for d, ns in by_depth.items() if d != int(d)), default=0)
+        heads_width = max((len(ns) for d, ns in by_depth.items() if d == int(d)), default=1)
         for depth, ns in by_depth.items():
+            # MLP rows (half-step depths) sit to the right of the head rows, so a layer's MLP
+            # label never lands on the next layer's head labels
+            shift = (heads_width + widest) / 2 + 0.5 if depth != int(depth) else 0.0
             for i, n in enumerate(sorted(ns)):
-                pos[n] = (i - (len(ns) - 1) / 2, depth)
+                pos[n] = (i - (len(ns) - 1) / 2 + shift, depth)
         fig = go.Figure()
         wmax = max([abs(w) for _, _, w in self.edges] or [1.0]) or 1.0
         for s, d, w in self.edges:
