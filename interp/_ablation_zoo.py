@@ -54,5 +54,15 @@ def induction_ablation_check(
             with scoped_hooks(model, hooks_for(comps, src, rows)):
                 out[f"loss_{key}"] = _second_half_loss(model, tokens, seq_len)
             out[f"ratio_{key}"] = out[f"loss_{key}"] / out["loss_clean"]
+        # the whole set of induction heads (score > 0.4, the ARENA threshold) at once
+        ind_heads = [f"L{lh // info.n_heads}H{lh % info.n_heads}"
+                     for lh in (ind.flatten() > 0.4).nonzero().flatten().tolist()]
+        out["induction_heads"] = ind_heads
+        if ind_heads:
+            comps = parse_components(model, ind_heads)
+            src, rows, _ = sources(model, comps, method, ref, None, None, seed)
+            with scoped_hooks(model, hooks_for(comps, src, rows)):
+                out["loss_all_induction"] = _second_half_loss(model, tokens, seq_len)
+            out["ratio_all_induction"] = out["loss_all_induction"] / out["loss_clean"]
     out["passed"] = bool(out["ratio_top"] >= min_ratio_top and out["ratio_control"] <= max_ratio_control)
     return out
