@@ -145,14 +145,3 @@ def remember(page: str, settings: dict) -> None:
 
 def head_labels(info) -> list[str]:
     return [f"L{layer}H{h}" for layer in range(info.n_layers) for h in range(info.n_heads)]
-
-
-def require_module(name: str, what: str) -> None:
-    """Stop the page with a notice when a library module is not installed in this checkout."""
-    import importlib.util
-
-    if importlib.util.find_spec(name) is None:
-        st.warning(f"{what} needs `{name}`, which is not part of this installation yet. "
-                   "Update the checkout (or reinstall interp) to enable this page.",
-                   icon=":material/construction:")
-        st.stop()

@@ -151,15 +151,6 @@ def faithfulness(spec: str, key: tuple, heads: tuple):
     return run(get_model(spec), get_prompts(spec, key), list(heads))
 
 
-def available(module: str, attr: str) -> bool:
-    import importlib
-
-    try:
-        return callable(getattr(importlib.import_module(module), attr))
-    except (ImportError, AttributeError):
-        return False
-
-
 def circuit(spec: str, key: tuple, source: str, threshold: float):
     """(Circuit, scored edges, absolute cut) from the chosen source, keeping |score| >=
     threshold x the largest |score|. Node-only for activation patching (no edges measured)."""

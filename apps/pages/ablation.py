@@ -8,11 +8,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from apps import _compute as C
-from apps._common import guard, head_labels, header, remember, require_module
+from apps._common import guard, head_labels, header, remember
 from apps._figures import metric_bars
 from interp.models import describe
 
-require_module("interp.ablation", "Ablation")
 spec, model, key, prompts = header(
     "Ablation", "Remove components and measure the logit difference (answer - wrong) at the "
     "answer position; the change has a 95% bootstrap CI over the prompts.")

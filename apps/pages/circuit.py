@@ -15,22 +15,8 @@ spec, model, key, prompts = header(
     "Circuit", "Components as nodes, scored edges between them; keep the strongest with a "
     "threshold and check how much of the behaviour the kept heads carry (faithfulness).")
 info = describe(model)
-sources = []
-if C.available("interp.attribution", "edge_attribution"):
-    sources.append("edge attribution")
-if C.available("interp.patching", "path_patching"):
-    sources.append("path patching (senders -> logits)")
-if C.available("interp.patching", "activation_patching"):
-    sources.append("activation patching of heads (nodes only)")
-if not sources:
-    st.warning("This page needs `interp.patching` or `interp.attribution`, which are not part of "
-               "this installation yet.", icon=":material/construction:")
-    st.stop()
-missing = [s for s, ok in (("edge attribution (interp.attribution)",
-                            C.available("interp.attribution", "edge_attribution")),
-                           ("path patching", C.available("interp.patching", "path_patching"))) if not ok]
-if missing:
-    st.caption(f"Not in this installation yet: {', '.join(missing)}.")
+sources = ["edge attribution", "path patching (senders -> logits)",
+           "activation patching of heads (nodes only)"]
 source = st.radio("edges from", sources, horizontal=True, key="ci_source")
 
 thr = st.slider("keep |score| >= threshold (fraction of the largest)", 0.0, 1.0, 0.3, 0.01,

@@ -6,10 +6,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from apps import _compute as C
-from apps._common import guard, head_labels, header, remember, require_module
+from apps._common import guard, head_labels, header, remember
 from interp.models import describe
 
-require_module("interp.patching", "Patching")
 spec, model, key, prompts = header(
     "Patching", "Insert activations from one run into the other and watch the metric "
     "(logit difference answer - wrong) move. Scores are normalised: denoising 0 = corrupted, "

@@ -7,11 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from apps import _compute as C
-from apps._common import guard, header, remember, require_module
+from apps._common import guard, header, remember
 from apps._figures import metric_bars
 from interp.models import describe
 
-require_module("interp.retrieval", "Retrieval heads")
 spec, model, key, prompts = header(
     "Retrieval heads", "Needle-in-a-haystack trials are decoded greedily; a head scores when its "
     "strongest attention lands on the needle token being copied. Independent of the prompt set.")
