@@ -23,6 +23,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp import hooks as H
+from interp._patching_engine import Restarter
 from interp.models import describe
 from interp.prompts import PromptSet
 
@@ -236,68 +237,30 @@ def scoped_hooks(model, fwd_hooks: list[tuple[str, Callable]]) -> Iterator[None]
 # --------------------------------------------------------------------------------------------
 
 
-def _is_cache(x) -> bool:
-    return "Cache" in type(x).__name__
-
-
-def _repeat(x, b: int, n: int):
-    if isinstance(x, Tensor):
-        return x.repeat(n, *([1] * (x.ndim - 1))) if x.ndim >= 2 and x.shape[0] == b and n > 1 else x
-    if isinstance(x, tuple):
-        return tuple(_repeat(y, b, n) for y in x)
-    if isinstance(x, list):
-        return [_repeat(y, b, n) for y in x]
-    if isinstance(x, dict):
-        return {k: _repeat(v, b, n) for k, v in x.items()}
-    return x
-
-
 class Replayer:
-    """Records one clean forward (block arguments and every ``resid_pre``) for replays."""
+    """One clean forward recorded for replays (every ``resid_pre`` plus ``extra`` hooks); the
+    block restart itself is :class:`interp._patching_engine.Restarter`, shared with patching."""
 
     def __init__(self, model, tokens: Int[Tensor, "batch pos"], extra: set[str] | None = None):
         self.model = model
         self.tokens = tokens
         self.b = int(tokens.shape[0])
-        info = describe(model)
-        self.n_layers = info.n_layers
-        self.block_args: dict[int, tuple[tuple, dict]] = {}
-        handles = []
-
-        def recorder(i: int):
-            def pre(_mod, args, kwargs):
-                self.block_args[i] = (args, dict(kwargs))
-
-            return pre
-
+        self.n_layers = describe(model).n_layers
         names = {H.resid_pre(layer) for layer in range(self.n_layers)} | set(extra or ())
         try:
-            for i, blk in enumerate(model.blocks):
-                handles.append(blk.register_forward_pre_hook(recorder(i), with_kwargs=True))
-            with torch.no_grad():
-                self.logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-        finally:
-            for h in handles:
-                h.remove()
+            self._restart = Restarter(model, tokens, names=sorted(names))
+        except RuntimeError as e:
+            raise RuntimeError(f"{e} (for ablation sweeps: implementation='batched')") from e
+        self.logits = self._restart.logits
+        cache = self._restart.cache
         self.resid = {layer: cache[H.resid_pre(layer)] for layer in range(self.n_layers)}
         self.cache = {name: cache[name] for name in (extra or ())}
-        if len(self.block_args) != self.n_layers:
-            raise RuntimeError("could not record the block inputs of this model; use implementation='batched'.")
 
     def run(self, start: int, n: int) -> Float[Tensor, "batch pos d_model"]:
         """Blocks ``start..L-1`` on ``n`` stacked copies of the clean ``resid_pre[start]``
         (copy-major: row ``j*b + i`` is copy j of example i); returns the final residual."""
-        hidden = self.resid[start].repeat(n, 1, 1)
         with torch.no_grad():
-            for i in range(start, self.n_layers):
-                args, kwargs = self.block_args[i]
-                kw = {k: _repeat(v, self.b, n) for k, v in kwargs.items() if not _is_cache(v)}
-                if "use_cache" in kw:
-                    kw["use_cache"] = False
-                rest = tuple(None if _is_cache(a) else _repeat(a, self.b, n) for a in args[1:])
-                out = self.model.blocks[i](hidden, *rest, **kw)
-                hidden = out[0] if isinstance(out, tuple) else out
-        return hidden
+            return self._restart.run_blocks(start, self.resid[start].repeat(n, 1, 1))
 
 
 def sweep_layer_hooks(
