@@ -141,7 +141,3 @@ def header(title: str, caption: str) -> tuple[str, Any, tuple, Any]:
 def remember(page: str, settings: dict) -> None:
     """Record that ``page`` was viewed with ``settings`` (the export recomputes from cache)."""
     st.session_state.setdefault("visited", {})[page] = dict(settings)
-
-
-def head_labels(info) -> list[str]:
-    return [f"L{layer}H{h}" for layer in range(info.n_layers) for h in range(info.n_heads)]

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from apps import _compute as C
-from apps._common import guard, head_labels, header, remember
+from apps._common import guard, header, remember
 from apps._figures import metric_bars
 from interp.models import describe
 
@@ -26,7 +26,7 @@ with st.spinner(f"Knocking out each of {info.n_layers * info.n_heads} heads and 
 
 # default selection: the head whose knockout moves the metric most
 layer, head = divmod(int(ko.values.abs().argmax()), info.n_heads)
-options = head_labels(info) + [f"MLP{i}" for i in range(info.n_layers)] + [
+options = info.head_labels() + [f"MLP{i}" for i in range(info.n_layers)] + [
     f"ATTN{i}" for i in range(info.n_layers)]
 if "ab_components" not in st.session_state:
     st.session_state.ab_components = [f"L{layer}H{head}"]

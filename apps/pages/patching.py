@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from apps import _compute as C
-from apps._common import guard, head_labels, header, remember
+from apps._common import guard, header, remember
 from interp.models import describe
 
 spec, model, key, prompts = header(
@@ -37,8 +37,8 @@ if mode == "activation patching":
                          "choose IOI / induction / needle or type corrupted prompts.")
 else:
     c1, c2 = st.columns([3, 1])
-    st.session_state.pt_recv = [h for h in st.session_state.get("pt_recv", []) if h in head_labels(info)]
-    recv = c1.multiselect("receiver heads (empty = the logits)", head_labels(info), key="pt_recv")
+    st.session_state.pt_recv = [h for h in st.session_state.get("pt_recv", []) if h in info.head_labels()]
+    recv = c1.multiselect("receiver heads (empty = the logits)", info.head_labels(), key="pt_recv")
     rin = c2.radio("receiver input", ["q", "k", "v"], horizontal=True, key="pt_rin")
     settings = {"mode": mode, "receivers": recv or "logits", "receiver_input": rin}
     with st.spinner("Path patching every sender head…"):
