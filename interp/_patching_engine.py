@@ -2,19 +2,32 @@
 
 ``Restarter`` runs the model once on a batch of base tokens and records, for every block, the
 extra arguments the HuggingFace decoder loop hands it (attention mask, rotary cos/sin, position
-ids; per-layer masks such as Gemma 2's sliding window included). It can then resume the forward
-at any block ``l`` from a residual-stream tensor by calling ``model.blocks[l:]`` directly, on a
-batch that stacks many patched copies of the base batch (``k * batch`` rows), and reads the
-logits only at the rows the metric needs. Blocks before ``l`` are not run at all (unlike the
-bridge's ``start_at_layer``, which still executes them). Hook points inside the blocks fire as
-usual, so patches are ordinary forward hooks.
+ids; per-layer masks such as Gemma 2's sliding window included) and the keys and values each
+attention layer computed. It can then resume the forward at any block ``l`` from a
+residual-stream tensor by calling ``model.blocks[l:]`` directly, on a batch that stacks many
+patched copies of the base batch (``k * batch`` rows). Blocks before ``l`` are not run at all
+(unlike the bridge's ``start_at_layer``, which still executes them). Hook points inside the
+blocks fire as usual, so patches are ordinary forward hooks.
 
-Exactness: tests compare ``resume(0, resid_pre[0])`` with the model's own logits and every
-patching sweep with transformer-lens's one-forward-per-patch functions on five families.
+Position windows. A patch that leaves positions ``< lo`` untouched cannot change them in any
+later layer (attention is causal), and the metric reads nothing after the last answer position
+``hi - 1``. ``run_blocks(..., lo=lo)`` therefore runs only the rows ``lo .. hi-1``; each attention
+layer sees the base run's recorded keys and values of positions ``< lo`` in front of the ones it
+computes (the attention component's ``_update_kv_cache`` step, overridden on the instance for
+the call). At the last block, when the metric reads only rows ``>= q_lo``, the rows
+``lo .. q_lo-1`` are run only up to their keys and values (the block is stopped right after the
+attention layer's key/value step), and the full block runs on the query rows alone.
+``window`` holds the absolute ``(lo, hi)`` of the rows a hook is currently seeing, so hooks can
+address positions.
+
+Exactness: tests compare ``resume(0, resid_pre[0])`` with the model's own logits, every patching
+sweep with transformer-lens's one-forward-per-patch functions on five families, and windowed
+runs with full runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +37,10 @@ from torch import Tensor
 
 from interp import hooks as H
 from interp.models import describe
+
+
+class _KVDone(Exception):
+    """Raised inside a block once its keys and values are known (the rest is not needed)."""
 
 
 def _is_cache(x: Any) -> bool:
@@ -45,6 +62,9 @@ class Restarter:
         self.batch = int(tokens.shape[0])
         self.n_pos = int(tokens.shape[1])
         self._block_args: dict[int, tuple[tuple, dict]] = {}
+        self._kv: dict[int, tuple[Tensor, Tensor]] = {}
+        self._prefix_cache: dict[tuple[int, int, int], tuple[Tensor, Tensor]] = {}
+        self.window: tuple[int, int] = (0, self.n_pos)
         want = set(names) | {H.resid_pre(0)}
         handles = []
 
@@ -57,54 +77,172 @@ class Restarter:
                 self._block_args[layer] = (rest, kw)
             return pre
 
+        overridden = []
         for layer, block in enumerate(model.blocks):
             handles.append(block.register_forward_pre_hook(record(layer), with_kwargs=True))
+            attn = getattr(block, "attn", None)
+            if attn is not None and hasattr(attn, "_update_kv_cache"):
+                orig = attn._update_kv_cache
+
+                def rec_kv(k, v, _layer=layer, _orig=orig, **kw):
+                    k, v = _orig(k, v, **kw)
+                    self._kv[_layer] = (k.detach(), v.detach())
+                    return k, v
+
+                attn._update_kv_cache = rec_kv
+                overridden.append(attn)
         try:
             with torch.no_grad():
                 self.logits, self.cache = model.run_with_cache(tokens, names_filter=lambda n: n in want)
         finally:
             for h in handles:
                 h.remove()
+            for attn in overridden:
+                del attn._update_kv_cache
         if len(self._block_args) != self.info.n_layers:
             raise RuntimeError(
                 "could not record the inputs of every block; this architecture's decoder loop "
                 "does not call model.blocks[i] as modules. Use implementation='reference'."
             )
+        self.can_window = (len(self._kv) == self.info.n_layers
+                           and all(self._kv[i][0].shape[-2] == self.n_pos for i in self._kv)
+                           and all(self._sliceable(a) for a in self._block_args.values()))
 
     # ------------------------------------------------------------------------------------------
+    def _sliceable(self, args: Any) -> bool:
+        """True when every tensor argument with a position axis is one we know how to window."""
+        if isinstance(args, (tuple, list)):
+            return all(self._sliceable(a) for a in args)
+        if isinstance(args, dict):
+            return all(self._sliceable(a) for a in args.values())
+        if not isinstance(args, Tensor) or self.n_pos not in args.shape:
+            return True
+        return self._slice(args, 0, self.n_pos) is not None
+
+    def _slice(self, x: Any, lo: int, hi: int) -> Any:
+        """Window ``x`` to query rows ``lo..hi-1`` (keys ``0..hi-1``); None if unknown."""
+        n = self.n_pos
+        if isinstance(x, tuple):
+            return tuple(self._slice(y, lo, hi) for y in x)
+        if isinstance(x, list):
+            return [self._slice(y, lo, hi) for y in x]
+        if not isinstance(x, Tensor) or n not in x.shape:
+            return x
+        if x.ndim == 4 and x.shape[-1] == n and x.shape[-2] == n:  # attention mask
+            return x[..., lo:hi, :hi]
+        if x.ndim == 3 and x.shape[1] == n and x.is_floating_point():  # rotary cos / sin
+            return x[:, lo:hi]
+        if x.ndim == 2 and x.shape[-1] == n and not x.is_floating_point():  # position ids
+            return x[:, lo:hi]
+        if x.ndim == 1 and x.shape[0] == n and not x.is_floating_point():  # cache position
+            return x[lo:hi]
+        return None
+
     def _tile(self, x: Any, k: int) -> Any:
         if isinstance(x, Tensor):
             if k > 1 and x.ndim >= 2 and x.shape[0] == self.batch and self.batch > 1:
                 return x.repeat(k, *([1] * (x.ndim - 1)))
-            if k > 1 and x.ndim >= 2 and x.shape[0] == 1 and self.batch == 1:
-                return x  # broadcasts
-            return x
+            return x  # a batch axis of 1 broadcasts
         if isinstance(x, tuple):
             return tuple(self._tile(y, k) for y in x)
         if isinstance(x, list):
             return [self._tile(y, k) for y in x]
         return x
 
-    def block_args(self, layer: int, k: int) -> tuple[tuple, dict]:
+    def block_args(self, layer: int, k: int, lo: int = 0, hi: int | None = None
+                   ) -> tuple[tuple, dict]:
         rest, kw = self._block_args[layer]
+        hi = self.n_pos if hi is None else hi
+        if (lo, hi) != (0, self.n_pos):
+            rest = self._slice(rest, lo, hi)
+            kw = {n: self._slice(v, lo, hi) for n, v in kw.items()}
         return self._tile(rest, k), {n: self._tile(v, k) for n, v in kw.items()}
+
+    def _prefix(self, layer: int, k: int, lo: int) -> tuple[Tensor, Tensor]:
+        key = (layer, k, lo)
+        if key not in self._prefix_cache:
+            if len(self._prefix_cache) > 4 * self.info.n_layers:
+                self._prefix_cache.clear()
+            pk, pv = self._kv[layer]
+            self._prefix_cache[key] = (pk[..., :lo, :].repeat(k, 1, 1, 1),
+                                       pv[..., :lo, :].repeat(k, 1, 1, 1))
+        return self._prefix_cache[key]
+
+    @contextlib.contextmanager
+    def _kv_step(self, layer: int, prefix: tuple[Tensor, Tensor] | None,
+                 capture: list | None = None, stop: bool = False):
+        """For one block call: put ``prefix`` keys/values in front of the computed ones; with
+        ``capture``, keep the result; with ``stop``, end the block right there."""
+        if prefix is None and capture is None:
+            yield
+            return
+        attn = self.model.blocks[layer].attn
+
+        def update(k, v, **_kw):
+            if prefix is not None:
+                k = torch.cat([prefix[0], k], dim=-2)
+                v = torch.cat([prefix[1], v], dim=-2)
+            if capture is not None:
+                capture.append((k, v))
+            if stop:
+                raise _KVDone
+            return k, v
+
+        attn._update_kv_cache = update
+        try:
+            yield
+        finally:
+            del attn._update_kv_cache
+
+    def _call_block(self, layer: int, h: Tensor, k: int, lo: int,
+                    prefix: tuple[Tensor, Tensor] | None, *, capture=None, stop=False) -> Any:
+        hi = lo + h.shape[1]
+        self.window = (lo, hi)
+        rest, kw = self.block_args(layer, k, lo, hi)
+        with self._kv_step(layer, prefix, capture, stop):
+            try:
+                out = self.model.blocks[layer](h, *rest, **kw)
+            except _KVDone:
+                return None
+        return out[0] if isinstance(out, tuple) else out
 
     def run_blocks(
         self, start: int, resid: Float[Tensor, "batch pos d_model"], *, stop: int | None = None,
-        fwd_hooks: Sequence[tuple[str, Callable]] = (),
+        fwd_hooks: Sequence[tuple[str, Callable]] = (), lo: int = 0, q_lo: int | None = None,
+        inserts: dict[int, Tensor] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """Blocks ``start .. stop-1`` on ``resid`` (``k * batch`` rows); returns the residual after."""
-        n = resid.shape[0]
-        if n % self.batch:
-            raise ValueError(f"rows {n} are not a multiple of the base batch {self.batch}")
-        k = n // self.batch
+        """Blocks ``start .. stop-1`` on ``resid`` (``k * batch`` rows, positions ``lo ..``);
+        returns the residual after, for positions ``lo ..`` (or ``q_lo ..`` when ``q_lo`` is
+        given and the last block of the model is run: only those rows are complete there).
+
+        ``inserts[j]``: more rows (same positions) appended to the batch before block ``j``, so
+        patches that start at different blocks share one forward from ``j`` on."""
         stop = self.info.n_layers if stop is None else stop
+        if lo and not self.can_window:
+            raise RuntimeError("this model's blocks take arguments interp cannot window; "
+                               "run with lo=0")
         h = resid
+        inserts = inserts or {}
         with self.model.hooks(fwd_hooks=list(fwd_hooks)):
             for layer in range(start, stop):
-                rest, kw = self.block_args(layer, k)
-                out = self.model.blocks[layer](h, *rest, **kw)
-                h = out[0] if isinstance(out, tuple) else out
+                if layer in inserts and layer != start:
+                    h = torch.cat([h, inserts[layer]], dim=0)
+                n = h.shape[0]
+                if n % self.batch:
+                    raise ValueError(f"rows {n} are not a multiple of the base batch {self.batch}")
+                k = n // self.batch
+                prefix = self._prefix(layer, k, lo) if lo else None
+                last = layer == self.info.n_layers - 1
+                if last and q_lo is not None and q_lo > lo and self.can_window:
+                    cap: list = []
+                    self._call_block(layer, h[:, :q_lo - lo], k, lo, prefix, capture=cap, stop=True)
+                    if not cap:
+                        raise RuntimeError("the last block finished without a key/value step")
+                    h = self._call_block(layer, h[:, q_lo - lo:], k, q_lo, cap[0])
+                    lo = q_lo
+                else:
+                    h = self._call_block(layer, h, k, lo, prefix)
+        self.window = (0, self.n_pos)
         return h
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
@@ -118,14 +256,29 @@ class Restarter:
 
     def resume(
         self, start: int, resid: Float[Tensor, "batch pos d_model"], *, rows: Tensor | None,
-        fwd_hooks: Sequence[tuple[str, Callable]] = (),
+        fwd_hooks: Sequence[tuple[str, Callable]] = (), lo: int = 0,
+        inserts: dict[int, Tensor] | None = None,
     ) -> Tensor:
-        """Logits after resuming at block ``start``: ``[n, d_vocab]`` at ``rows`` (one position
-        per row), or ``[n, pos, d_vocab]`` when ``rows`` is None."""
-        h = self.run_blocks(start, resid, fwd_hooks=fwd_hooks)
+        """Logits after resuming at block ``start``: ``[n, d_vocab]`` at ``rows`` (one absolute
+        position per row), or ``[n, pos, d_vocab]`` when ``rows`` is None. ``resid`` holds the
+        positions ``lo .. lo + resid.shape[1] - 1``."""
+        q_lo = None if rows is None else max(lo, int(rows.min()))
+        if start >= self.info.n_layers:
+            h, first = resid, lo
+        else:
+            h = self.run_blocks(start, resid, fwd_hooks=fwd_hooks, lo=lo, q_lo=q_lo,
+                                inserts=inserts)
+            first = q_lo if (q_lo is not None and q_lo > lo and self.can_window) else lo
         if rows is None:
             return self.unembed(h)
-        return self.unembed(h[torch.arange(h.shape[0], device=h.device), rows.to(h.device)])
+        rows = rows.to(h.device)
+        n = h.shape[0]
+        before = rows < first  # positions the window left out are the base run's, unchanged
+        out = self.unembed(h[torch.arange(n, device=h.device), (rows - first).clamp(min=0)])
+        if bool(before.any()):
+            ex = torch.arange(n, device=h.device) % self.batch
+            out[before] = self.logits[ex[before], rows[before]].to(out.dtype)
+        return out
 
 
 def chunk_size(info, n_rows_per_patch: int, n_pos: int, *, budget_tokens: int | None) -> int:
@@ -135,5 +288,9 @@ def chunk_size(info, n_rows_per_patch: int, n_pos: int, *, budget_tokens: int | 
     stores (about 12 d_model-sized vectors per token per layer), so the transient memory of a
     chunked forward stays about the size of one cached run."""
     if budget_tokens is None:
-        budget_tokens = max(256, n_rows_per_patch * n_pos * max(info.n_layers, 1) * 2)
+        budget_tokens = default_budget(info, n_rows_per_patch, n_pos)
     return max(1, budget_tokens // max(1, n_rows_per_patch * n_pos))
+
+
+def default_budget(info, batch: int, n_pos: int) -> int:
+    return max(256, batch * n_pos * max(info.n_layers, 1) * 2)

@@ -130,8 +130,9 @@ def path_patching(
                     if layer not in recorded:
                         return act
                     act = act.clone()
+                    w_lo, w_hi = orig.window  # the last block may run in two row windows
                     for h in rec[layer]:
-                        act[:, :, h] = recorded[layer][:, :, h]
+                        act[:, :, h] = recorded[layer][:, w_lo:w_hi, h]
                     return act
 
                 first = min(layer for layer in rec if layer > ls)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from interp import hooks as H
-from interp._patching_engine import Restarter, chunk_size
+from interp._patching_engine import Restarter, default_budget
 from interp.metrics import Metric, MetricSpec, bootstrap_ci, logits_at, normalise, resolve_metric
 from interp.models import describe
 from interp.prompts import PromptSet
@@ -140,36 +140,134 @@ def _finish(values_pe: Tensor, dims, coords, meta, clean_pe, corr_pe, direction)
 # ----------------------------------------------------------------------------------------------
 
 
+ROW_LOCAL = ("z", "q", "pattern", "attn_out", "mlp_out", "resid_mid")
+"""Targets whose per-position patch at (layer, pos) changes only that row of the block's output
+(k and v change every later query; resid_pre/resid_post are patched directly)."""
+
+
 def _setter(target: str, per_position: bool):
-    """``set(act, rows_slice, src, index)`` writes the source activation into one patch's rows."""
-    if target in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+    """``set(act, rows_slice, src, cell, lo)`` writes the source activation of one cell into one
+    patch's rows of ``act``, which holds the query positions ``lo ..`` (a window)."""
+    if target in RESID_TARGETS:
         if per_position:
-            def f(act, sl, src, idx):
-                act[sl, idx[0]] = src[:, idx[0]]
+            def f(act, sl, src, idx, lo):
+                act[sl, idx[0] - lo] = src[:, idx[0]]
         else:
-            def f(act, sl, src, idx):
-                act[sl] = src
-    elif target == "pattern":
-        if per_position:  # idx = (pos, head); pattern is [batch, head, query, key]
-            def f(act, sl, src, idx):
-                act[sl, idx[1], idx[0]] = src[:, idx[1], idx[0]]
+            def f(act, sl, src, idx, lo):
+                act[sl] = src[:, lo:lo + act.shape[1]]
+    elif target == "pattern":  # [batch, head, query, key]; keys 0 .. act.shape[-1]-1
+        if per_position:  # idx = (pos, head)
+            def f(act, sl, src, idx, lo):
+                act[sl, idx[1], idx[0] - lo] = src[:, idx[1], idx[0], :act.shape[-1]]
         else:
-            def f(act, sl, src, idx):
-                act[sl, idx[0]] = src[:, idx[0]]
+            def f(act, sl, src, idx, lo):
+                act[sl, idx[0]] = src[:, idx[0], lo:lo + act.shape[2], :act.shape[-1]]
     else:  # [batch, pos, head, d_head]
         if per_position:
-            def f(act, sl, src, idx):
-                act[sl, idx[0], idx[1]] = src[:, idx[0], idx[1]]
+            def f(act, sl, src, idx, lo):
+                act[sl, idx[0] - lo, idx[1]] = src[:, idx[0], idx[1]]
         else:
-            def f(act, sl, src, idx):
-                act[sl, :, idx[0]] = src[:, :, idx[0]]
+            def f(act, sl, src, idx, lo):
+                act[sl, :, idx[0]] = src[:, lo:lo + act.shape[1], idx[0]]
     return f
+
+
+def _first_change(target: str, per_position: bool, src: Tensor, ref: Tensor, cell: tuple,
+                  hi: int) -> int | None:
+    """First position (below ``hi``) where patching ``cell`` changes the activation in any
+    example, or None when the patch is a no-op (bit-identical source and base activations, or
+    only positions after every answer). Positions before it are never recomputed."""
+    if target == "pattern":
+        if per_position:
+            p, h = cell
+            return None if p >= hi or torch.equal(src[:, h, p], ref[:, h, p]) else p
+        diff = (src[:, cell[0], :hi] != ref[:, cell[0], :hi]).any(-1).any(0)
+    elif target in RESID_TARGETS:
+        if per_position:
+            p = cell[0]
+            return None if p >= hi or torch.equal(src[:, p], ref[:, p]) else p
+        diff = (src[:, :hi] != ref[:, :hi]).any(-1).any(0)
+    else:
+        if per_position:
+            p, h = cell
+            return None if p >= hi or torch.equal(src[:, p, h], ref[:, p, h]) else p
+        diff = (src[:, :hi, cell[0]] != ref[:, :hi, cell[0]]).any(-1).any(0)
+    nz = torch.nonzero(diff)
+    return int(nz[0, 0]) if len(nz) else None
+
+
+@dataclass
+class _Job:
+    """One patch: result slot, layer, cell, first changed position ``lo``."""
+
+    slot: int
+    layer: int
+    cell: tuple
+    lo: int
+    start: int = 0  # block where the batched replay of this patch begins
+    resid: Tensor | None = None  # its residual at ``start``, positions lo .. hi-1
 
 
 def _hook_name(target: str, layer: int) -> str:
     if target in RESID_TARGETS:
         return H.resid(target, layer) if target.startswith("resid") else H.component_out(target, layer)
     return H.head_act(target, layer)
+
+
+def _chunks(jobs: list[_Job], budget: int, b: int, hi: int, n_layers: int) -> list[list[_Job]]:
+    """Jobs grouped by first changed position (one window per forward) and cut to the budget
+    of rows x positions; within a chunk, patches that start at later blocks join the batch
+    there."""
+    groups: dict[tuple[int, bool], list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.lo, job.start >= n_layers), []).append(job)
+    out = []
+    for (lo, _), group in sorted(groups.items()):
+        group.sort(key=lambda j: (j.start, j.slot))
+        cap = max(1, budget // max(1, b * (hi - lo)))
+        out += [group[i:i + cap] for i in range(0, len(group), cap)]
+    return out
+
+
+def _prepare_chunk(base: Restarter, chunk: list[_Job], target: str, per_position: bool,
+                   windowed: bool, hi: int, setter, src_cache) -> None:
+    """Each job's residual (positions lo .. hi-1) at the block where its replay starts: written
+    directly for resid_pre / resid_post, else by running the patched block with a hook (only
+    the patched row when the target is row-local)."""
+    b = base.batch
+    lo = chunk[0].lo
+    if target in ("resid_pre", "resid_post"):
+        for job in chunk:
+            r = base.cache[H.resid(target, job.layer)][:, lo:hi].clone()
+            setter(r, slice(0, b), src_cache[_hook_name(target, job.layer)], job.cell, lo)
+            job.resid = r
+        return
+    by_layer: dict[int, list[_Job]] = {}
+    for job in chunk:
+        by_layer.setdefault(job.layer, []).append(job)
+    row_local = per_position and windowed and target in ROW_LOCAL
+    for layer, group in by_layer.items():
+        w_hi = lo + 1 if row_local else hi
+        src = src_cache[_hook_name(target, layer)]
+
+        def hook(act, hook, group=group, src=src):
+            act = act.clone()
+            w_lo = base.window[0]
+            for i, job in enumerate(group):
+                setter(act, slice(i * b, (i + 1) * b), src, job.cell, w_lo)
+            return act
+
+        h0 = base.cache[H.resid_pre(layer)][:, lo:w_hi].repeat(len(group), 1, 1)
+        h1 = base.run_blocks(layer, h0, stop=layer + 1, lo=lo,
+                             fwd_hooks=[(_hook_name(target, layer), hook)])
+        for i, job in enumerate(group):
+            mine = h1[i * b:(i + 1) * b]
+            if row_local:
+                r = base.cache[H.resid_post(layer)][:, lo:hi].clone()
+                r[:, :1] = mine
+                job.resid = r
+            else:
+                job.resid = mine
 
 
 def activation_patching(
@@ -204,7 +302,7 @@ def activation_patching(
     names = {_hook_name(target, layer) for layer in layers}
     pre_names = {H.resid_pre(layer) for layer in layers} | {H.resid_post(layer) for layer in layers}
     base_tokens, src_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
-    base = Restarter(model, base_tokens, names=sorted(pre_names))
+    base = Restarter(model, base_tokens, names=sorted(pre_names | names))
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_tokens, names_filter=lambda n: n in names)
     clean_logits, corr_logits = ((src_logits, base.logits) if direction == "denoising"
@@ -224,42 +322,48 @@ def activation_patching(
         cells = ([(p, h) for p in range(n_pos) for h in range(n_head)] if per_position
                  else [(h,) for h in range(n_head)])
         dims = ("layer", "pos", "head") if per_position else ("layer", "head")
+    base_pe = corr_pe if direction == "denoising" else clean_pe
+    # a patch that changes nothing keeps the base metric (no forward needed)
+    out = base_pe[None, None, :].repeat(len(layers), len(cells), 1)
+    windowed = base.can_window and not m.all_positions
+    hi = int(ap.max()) + 1 if windowed else n_pos
+    jobs: list[_Job] = []
+    for li, layer in enumerate(layers):
+        name = _hook_name(target, layer)
+        src, ref = src_cache[name], base.cache[name]
+        for ci, cell in enumerate(cells):
+            lo = _first_change(target, per_position, src, ref, cell, hi)
+            if lo is not None:
+                jobs.append(_Job(slot=li * len(cells) + ci, layer=layer, cell=cell,
+                                 lo=lo if windowed else 0,
+                                 start=layer if target == "resid_pre" else layer + 1))
     setter = _setter(target, per_position)
-    chunk = chunk_size(info, b, n_pos, budget_tokens=budget_tokens)
-    out = torch.zeros(len(layers), len(cells), b)
-    work = [(li, layer, i, cells[i:i + chunk]) for li, layer in enumerate(layers)
-            for i in range(0, len(cells), chunk)]
+    budget = budget_tokens if budget_tokens is not None else default_budget(info, b, n_pos)
+    chunks = _chunks(jobs, budget, b, hi, info.n_layers)
     if progress:
         from tqdm.auto import tqdm
 
-        work = tqdm(work, desc=f"patching {target}")
+        chunks = tqdm(chunks, desc=f"patching {target}", unit="chunk")
+    flat = out.view(-1, b)
     with torch.no_grad():
-        for li, layer, first, group in work:
-            k = len(group)
-            rows = None if m.all_positions else ap.repeat(k)
-            src = src_cache[_hook_name(target, layer)]
-            if target in ("resid_pre", "resid_post"):
-                start = layer if target == "resid_pre" else layer + 1
-                resid = base.cache[H.resid(target, layer)].repeat(k, 1, 1)
-                for i, idx in enumerate(group):
-                    setter(resid, slice(i * b, (i + 1) * b), src, idx)
-                if start < info.n_layers:
-                    logits = base.resume(start, resid, rows=rows)
-                else:
-                    logits = base.unembed(resid if rows is None
-                                          else resid[torch.arange(resid.shape[0]), rows])
-            else:
-                def hook(act, hook, group=group, src=src):
-                    act = act.clone()
-                    for i, idx in enumerate(group):
-                        setter(act, slice(i * b, (i + 1) * b), src, idx)
-                    return act
-
-                resid = base.cache[H.resid_pre(layer)].repeat(k, 1, 1)
-                logits = base.resume(layer, resid, rows=rows,
-                                     fwd_hooks=[(_hook_name(target, layer), hook)])
-            vals = _metric_values(m, logits, prompts, k)
-            out[li, first:first + k] = vals
+        for chunk in chunks:
+            _prepare_chunk(base, chunk, target, per_position, windowed, hi, setter, src_cache)
+            lo = chunk[0].lo
+            first = chunk[0].start
+            inserts: dict[int, list[Tensor]] = {}
+            for job in chunk[1:]:
+                inserts.setdefault(job.start, []).append(job.resid)
+            resid = torch.cat([j.resid for j in chunk if j.start == first], dim=0)
+            ins = {s: torch.cat(v, dim=0) for s, v in inserts.items() if s != first}
+            order = [j for j in chunk if j.start == first] + [
+                j for s in sorted(ins) for j in chunk if j.start == s]
+            rows = None if m.all_positions else ap.repeat(len(order))
+            logits = base.resume(first, resid, rows=rows, lo=lo, inserts=ins)
+            vals = _metric_values(m, logits, prompts, len(order))
+            for i, job in enumerate(order):
+                flat[job.slot] = vals[i]
+                job.resid = None
+    out = out.reshape(len(layers), len(cells), b)
     if per_position and target not in RESID_TARGETS:
         out = out.reshape(len(layers), n_pos, n_head, b)
     elif not per_position and target in RESID_TARGETS:
