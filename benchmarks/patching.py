@@ -5,7 +5,13 @@ Models: (i) a GPT-2-small-shaped random-init model (12 layers x 12 heads, d_mode
 IOI prompts. Sweeps: head output over all positions, head output by position (on a subset of
 layers, the same for both sides), resid_pre by layer x position. Both sides use one thread.
 
-Run: ``python benchmarks/patching.py [--by-pos-layers 0,6] [--skip-zoo]``. The last line is
+Peak memory: each of our sweeps and one full ``run_with_cache`` (every hook) of the same batch
+runs in a fresh subprocess while a thread samples the resident set size every millisecond; the
+table reports the peak above the RSS just before the call, and ours as a multiple of the cached
+run's.
+
+Run: ``python benchmarks/patching.py [--by-pos-layers 0,6] [--skip-zoo] [--skip-memory]``.
+The last line is
 ``patching: speedup_heads=<x> speedup_by_pos=<y> speedup_resid=<z> max_abs_diff=<d>``
 (speedups for the GPT-2-small shape; the diff is the max over every sweep and model).
 """
@@ -14,7 +20,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -117,28 +128,114 @@ def bench(model, ps, by_pos_layers: list[int], label: str) -> list[dict]:
     return rows
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_above_start(fn) -> int:
+    """Peak RSS above the RSS at the start while ``fn`` runs (sampled every 1 ms)."""
+    import gc
+
+    gc.collect()
+    start = _rss_bytes()
+    peak = [start]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return peak[0] - start
+
+
+def _memory_child(model_ref: str, which: str, by_pos_layers: list[int]) -> None:
+    torch.set_num_threads(1)
+    import interp
+    from interp.patching import activation_patching
+
+    if model_ref == "ioi":
+        from interp.prompts import ioi
+
+        model = interp.load_model("ioi")
+        ps = ioi(model, 8, corruption="abc", seed=0)
+    else:
+        model = interp.load_model(model_ref)
+        ps = ioi_like_pairs()
+    calls = {
+        "run_with_cache": lambda: model.run_with_cache(ps.corrupted_tokens),
+        "heads_all_pos": lambda: activation_patching(model, ps, target="z", per_position=False),
+        "heads_by_pos": lambda: activation_patching(model, ps, target="z", per_position=True,
+                                                    layers=by_pos_layers),
+        "resid_pre": lambda: activation_patching(model, ps, target="resid_pre"),
+    }
+    with torch.no_grad():
+        calls[which]()  # one untimed call: lazy set-up (describe(), imports) outside the peak
+        print(json.dumps({"peak": _peak_above_start(calls[which])}))
+
+
+def memory(model_ref: str, label: str, by_pos_layers: list[int]) -> list[dict]:
+    peaks = {}
+    for which in ("run_with_cache", "heads_all_pos", "heads_by_pos", "resid_pre"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", model_ref, which,
+             "--by-pos-layers", ",".join(map(str, by_pos_layers))],
+            capture_output=True, text=True, check=True,
+            # tensors above 64 KB get their own mapping and go back to the OS when freed, so the
+            # RSS follows live memory (no reuse of an earlier call's freed heap)
+            env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"})
+        peaks[which] = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
+    ref = max(peaks["run_with_cache"], 1)
+    rows = [{"model": label, "call": k, "peak_MB": v / 2**20, "x_run_with_cache": v / ref}
+            for k, v in peaks.items()]
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3g}"), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--by-pos-layers", default="0,6", help="layers for the by-position sweep")
     ap.add_argument("--skip-zoo", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_child:
+        _memory_child(*args.memory_child, [int(x) for x in args.by_pos_layers.split(",")])
+        return
     torch.set_num_threads(1)
     layers = [int(x) for x in args.by_pos_layers.split(",")]
-    rows = []
+    rows, mem_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         model = gpt2_small_shape(Path(tmp))
         rows += bench(model, ioi_like_pairs(), layers, "gpt2-small-shape")
-    del model
+        del model
+        if not args.skip_memory:
+            mem_rows += memory(tmp, "gpt2-small-shape", layers)
     if not args.skip_zoo:
         import interp
         from interp.prompts import ioi
 
         zoo = interp.load_model("ioi")
         zps = ioi(zoo, 8, corruption="abc", seed=0)
-        rows += bench(zoo, zps, [x for x in layers if x < zoo.cfg.n_layers] or [0], "zoo-ioi")
+        zoo_layers = [x for x in layers if x < zoo.cfg.n_layers] or [0]
+        rows += bench(zoo, zps, zoo_layers, "zoo-ioi")
+        if not args.skip_memory:
+            mem_rows += memory("ioi", "zoo-ioi", zoo_layers)
     df = pd.DataFrame(rows)
     print()
     print(df.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    if mem_rows:
+        print()
+        print(pd.DataFrame(mem_rows).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     g = df[df.model == "gpt2-small-shape"].set_index("sweep")
     sp = {}
     for key in ("heads_all_pos", "heads_by_pos", "resid_pre"):

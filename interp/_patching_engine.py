@@ -161,8 +161,8 @@ class Restarter:
     def _prefix(self, layer: int, k: int, lo: int) -> tuple[Tensor, Tensor]:
         key = (layer, k, lo)
         if key not in self._prefix_cache:
-            if len(self._prefix_cache) > 4 * self.info.n_layers:
-                self._prefix_cache.clear()
+            if any(c[2] != lo for c in self._prefix_cache) or len(self._prefix_cache) > 4 * len(self._kv):
+                self._prefix_cache.clear()  # windows come grouped by lo: keep one lo's copies
             pk, pv = self._kv[layer]
             self._prefix_cache[key] = (pk[..., :lo, :].repeat(k, 1, 1, 1),
                                        pv[..., :lo, :].repeat(k, 1, 1, 1))
@@ -282,15 +282,26 @@ class Restarter:
 
 
 def chunk_size(info, n_rows_per_patch: int, n_pos: int, *, budget_tokens: int | None) -> int:
-    """Patches per forward so that rows x positions stays within ``budget_tokens``.
-
-    The default budget is the number of token-activations one ``run_with_cache`` of the base batch
-    stores (about 12 d_model-sized vectors per token per layer), so the transient memory of a
-    chunked forward stays about the size of one cached run."""
+    """Patches per forward so that rows x positions stays within ``budget_tokens``
+    (default: :func:`default_budget`)."""
     if budget_tokens is None:
         budget_tokens = default_budget(info, n_rows_per_patch, n_pos)
     return max(1, budget_tokens // max(1, n_rows_per_patch * n_pos))
 
 
-def default_budget(info, batch: int, n_pos: int) -> int:
-    return max(256, batch * n_pos * max(info.n_layers, 1) * 2)
+def cached_run_bytes(info, batch: int, n_pos: int, itemsize: int = 4) -> int:
+    """Estimated size of one full ``run_with_cache`` of ``batch x n_pos`` tokens: per token and
+    layer about 11 d_model-sized activations (residuals, norms, q/k/v/z, outputs), two of d_mlp,
+    attention scores and pattern; plus the logits."""
+    d, d_mlp = info.d_model, info.d_mlp or 4 * info.d_model
+    per = 11 * d + 2 * d_mlp + 2 * info.n_heads * n_pos
+    return itemsize * batch * n_pos * (info.n_layers * per + info.d_vocab)
+
+
+def default_budget(info, batch: int, n_pos: int, itemsize: int = 4) -> int:
+    """Rows x positions per forward whose transient activations (about 3 d_mlp + 8 d_model +
+    3 heads x positions floats per row) fill ~60% of one full cached run, so a sweep's peak
+    (this plus the two filtered caches it keeps) stays within about twice a cached run."""
+    d, d_mlp = info.d_model, info.d_mlp or 4 * info.d_model
+    row = itemsize * (3 * d_mlp + 8 * d + 3 * info.n_heads * n_pos)
+    return max(batch * n_pos, int(0.6 * cached_run_bytes(info, batch, n_pos, itemsize) / row))

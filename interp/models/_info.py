@@ -33,6 +33,7 @@ class ModelInfo:
     prepends_bos: bool
     bos_token_id: int | None
     hooks: frozenset[str] = field(repr=False, default_factory=frozenset)
+    d_mlp: int = 0  # MLP hidden width (0: unknown)
 
     @property
     def group_size(self) -> int:
@@ -134,6 +135,7 @@ def describe(model) -> ModelInfo:
         prepends_bos=bool(cfg.default_prepend_bos),
         bos_token_id=getattr(tok, "bos_token_id", None) if tok is not None else None,
         hooks=_firing_hooks(model),
+        d_mlp=int(getattr(cfg, "d_mlp", 0) or 0),
     )
     try:
         model._interp_info = info
