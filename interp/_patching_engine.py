@@ -53,18 +53,28 @@ def _clean_arg(x: Any) -> Any:
     return x
 
 
+def _prepend(prefix: Tensor, x: Tensor) -> Tensor:
+    """``prefix`` ([1 or k, batch, heads, lo, d], broadcast over copies) in front of ``x``
+    ([k * batch, heads, w, d]) along positions."""
+    b = prefix.shape[1]
+    xs = x.reshape(-1, b, *x.shape[1:])
+    pre = prefix.expand(xs.shape[0], *prefix.shape[1:])
+    return torch.cat([pre, xs], dim=-2).reshape(x.shape[0], *x.shape[1:-2], -1, x.shape[-1])
+
+
 class Restarter:
     """Resume ``model`` at any block from a residual; see the module docstring."""
 
-    def __init__(self, model, tokens: Tensor, *, names: Sequence[str] = ()) -> None:
+    def __init__(self, model, tokens: Tensor, *, names: Sequence[str] = (),
+                 attn_outputs: bool = False) -> None:
         self.model = model
         self.info = describe(model)
         self.batch = int(tokens.shape[0])
         self.n_pos = int(tokens.shape[1])
         self._block_args: dict[int, tuple[tuple, dict]] = {}
         self._kv: dict[int, tuple[Tensor, Tensor]] = {}
-        self._prefix_cache: dict[tuple[int, int, int], tuple[Tensor, Tensor]] = {}
         self.window: tuple[int, int] = (0, self.n_pos)
+        self.attn_out: dict[int, Tensor] = {}  # what each attention module returned (first item)
         want = set(names) | {H.resid_pre(0)}
         handles = []
 
@@ -77,10 +87,19 @@ class Restarter:
                 self._block_args[layer] = (rest, kw)
             return pre
 
+        def record_out(layer: int):
+            def post(_mod, _args, out):
+                first = out[0] if isinstance(out, tuple) else out
+                if isinstance(first, Tensor):
+                    self.attn_out[layer] = first.detach()
+            return post
+
         overridden = []
         for layer, block in enumerate(model.blocks):
             handles.append(block.register_forward_pre_hook(record(layer), with_kwargs=True))
             attn = getattr(block, "attn", None)
+            if attn_outputs and attn is not None:
+                handles.append(attn.register_forward_hook(record_out(layer)))
             if attn is not None and hasattr(attn, "_update_kv_cache"):
                 orig = attn._update_kv_cache
 
@@ -159,14 +178,10 @@ class Restarter:
         return self._tile(rest, k), {n: self._tile(v, k) for n, v in kw.items()}
 
     def _prefix(self, layer: int, k: int, lo: int) -> tuple[Tensor, Tensor]:
-        key = (layer, k, lo)
-        if key not in self._prefix_cache:
-            if any(c[2] != lo for c in self._prefix_cache) or len(self._prefix_cache) > 4 * len(self._kv):
-                self._prefix_cache.clear()  # windows come grouped by lo: keep one lo's copies
-            pk, pv = self._kv[layer]
-            self._prefix_cache[key] = (pk[..., :lo, :].repeat(k, 1, 1, 1),
-                                       pv[..., :lo, :].repeat(k, 1, 1, 1))
-        return self._prefix_cache[key]
+        """The base keys/values of positions ``< lo``, as ``[1, batch, ...]`` views that
+        broadcast over the ``k`` copies (no tiled copy is kept)."""
+        pk, pv = self._kv[layer]
+        return pk[None, ..., :lo, :], pv[None, ..., :lo, :]
 
     @contextlib.contextmanager
     def _kv_step(self, layer: int, prefix: tuple[Tensor, Tensor] | None,
@@ -180,8 +195,7 @@ class Restarter:
 
         def update(k, v, **_kw):
             if prefix is not None:
-                k = torch.cat([prefix[0], k], dim=-2)
-                v = torch.cat([prefix[1], v], dim=-2)
+                k, v = _prepend(prefix[0], k), _prepend(prefix[1], v)
             if capture is not None:
                 capture.append((k, v))
             if stop:
@@ -205,6 +219,39 @@ class Restarter:
             except _KVDone:
                 return None
         return out[0] if isinstance(out, tuple) else out
+
+    @contextlib.contextmanager
+    def attention_output(self, layer: int, out: Tensor):
+        """Within the body, block ``layer``'s attention module does not run; it returns ``out``
+        (with no pattern) to the block, which does the rest as usual."""
+        attn = self.model.blocks[layer].attn
+        attn.__dict__["forward"] = lambda *a, **kw: (out, None)  # the instance, not a wrapped one
+        try:
+            yield
+        finally:
+            del attn.__dict__["forward"]
+
+    def head_output_map(self, layer: int, z: Tensor) -> tuple[Tensor, Tensor | None] | None:
+        """``(W_O [head, d_head, d_model], b_O)`` if the recorded attention output of ``layer``
+        equals ``z @ W_O + b_O`` for the base run's ``z`` (so a change of one head's ``z`` moves
+        the output by that head's share), else None."""
+        if layer not in self.attn_out:
+            return None
+        attn = self.model.blocks[layer].attn
+        try:
+            w_o = attn.W_O.detach()
+            b_o = getattr(attn, "b_O", None)
+            b_o = None if b_o is None else b_o.detach()
+            rec = torch.einsum("bphd,hdm->bpm", z, w_o)
+            if b_o is not None:
+                rec = rec + b_o
+        except Exception:  # noqa: BLE001 - any other layout: no shortcut
+            return None
+        want = self.attn_out[layer]
+        if rec.shape != want.shape:
+            return None
+        scale = max(1.0, float(want.abs().max()))
+        return (w_o, b_o) if float((rec - want).abs().max()) <= 1e-5 * scale else None
 
     def run_blocks(
         self, start: int, resid: Float[Tensor, "batch pos d_model"], *, stop: int | None = None,
@@ -238,7 +285,8 @@ class Restarter:
                     self._call_block(layer, h[:, :q_lo - lo], k, lo, prefix, capture=cap, stop=True)
                     if not cap:
                         raise RuntimeError("the last block finished without a key/value step")
-                    h = self._call_block(layer, h[:, q_lo - lo:], k, q_lo, cap[0])
+                    kv = tuple(t.reshape(k, self.batch, *t.shape[1:]) for t in cap[0])
+                    h = self._call_block(layer, h[:, q_lo - lo:], k, q_lo, kv)
                     lo = q_lo
                 else:
                     h = self._call_block(layer, h, k, lo, prefix)
@@ -254,14 +302,56 @@ class Restarter:
             logits = torch.tanh(logits / self.info.final_softcap) * self.info.final_softcap
         return logits[:, 0] if squeeze else logits
 
+    def columns_ok(self, rows: Tensor, columns: Tensor) -> bool:
+        """Whether :meth:`unembed_columns` reproduces the model's own unembedding (checked once,
+        on the cached ``resid_pre[0]``: the unembedding must be a plain linear map with optional
+        bias)."""
+        if not hasattr(self, "_columns_ok"):
+            ok = False
+            try:
+                weight, _ = self._unembed_params()
+                if weight is not None:
+                    resid = self.cache[H.resid_pre(0)]
+                    n = torch.arange(self.batch, device=resid.device)
+                    x = resid[n, rows[:self.batch].to(resid.device)]
+                    c = columns[:self.batch].to(resid.device)
+                    got = self.unembed_columns(x, c)
+                    want = self.unembed(x).gather(1, c)
+                    ok = bool((got - want).abs().max() <= 1e-4 * max(1.0, float(want.abs().max())))
+            except Exception:  # an unembedding of another shape: use the full one
+                ok = False
+            self._columns_ok = ok
+        return self._columns_ok
+
+    def _unembed_params(self) -> tuple[Tensor | None, Tensor | None]:
+        mod = getattr(self.model.unembed, "original_component", None)
+        if mod is None:
+            mod = getattr(self.model.unembed, "_original_component", None)
+        if not isinstance(mod, torch.nn.Linear):
+            return None, None
+        return mod.weight, mod.bias
+
+    def unembed_columns(self, resid: Float[Tensor, "n d_model"], columns: Tensor) -> Tensor:
+        """Final norm, then only the logits of token ids ``columns [n, c]`` (softcap applied)."""
+        weight, bias = self._unembed_params()
+        x = self.model.ln_final(resid[:, None])[:, 0]
+        cols = columns.to(x.device)
+        logits = torch.einsum("nd,ncd->nc", x, weight[cols])
+        if bias is not None:
+            logits = logits + bias[cols]
+        if self.info.final_softcap:
+            logits = torch.tanh(logits / self.info.final_softcap) * self.info.final_softcap
+        return logits
+
     def resume(
         self, start: int, resid: Float[Tensor, "batch pos d_model"], *, rows: Tensor | None,
         fwd_hooks: Sequence[tuple[str, Callable]] = (), lo: int = 0,
-        inserts: dict[int, Tensor] | None = None,
+        inserts: dict[int, Tensor] | None = None, columns: Tensor | None = None,
     ) -> Tensor:
         """Logits after resuming at block ``start``: ``[n, d_vocab]`` at ``rows`` (one absolute
         position per row), or ``[n, pos, d_vocab]`` when ``rows`` is None. ``resid`` holds the
-        positions ``lo .. lo + resid.shape[1] - 1``."""
+        positions ``lo .. lo + resid.shape[1] - 1``. With ``columns [n, c]`` (and ``rows``),
+        only those token ids' logits: ``[n, c]``."""
         q_lo = None if rows is None else max(lo, int(rows.min()))
         if start >= self.info.n_layers:
             h, first = resid, lo
@@ -274,10 +364,14 @@ class Restarter:
         rows = rows.to(h.device)
         n = h.shape[0]
         before = rows < first  # positions the window left out are the base run's, unchanged
-        out = self.unembed(h[torch.arange(n, device=h.device), (rows - first).clamp(min=0)])
+        picked = h[torch.arange(n, device=h.device), (rows - first).clamp(min=0)]
+        out = self.unembed(picked) if columns is None else self.unembed_columns(picked, columns)
         if bool(before.any()):
             ex = torch.arange(n, device=h.device) % self.batch
-            out[before] = self.logits[ex[before], rows[before]].to(out.dtype)
+            base = self.logits[ex[before], rows[before]]
+            if columns is not None:
+                base = base.gather(1, columns.to(h.device)[before])
+            out[before] = base.to(out.dtype)
         return out
 
 

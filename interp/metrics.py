@@ -33,6 +33,11 @@ class Metric:
     fn: Callable[[Tensor, PromptSet], Tensor]
     all_positions: bool = False
     higher_is_better: bool = True
+    # Optional shortcut for metrics that read a few logits only: ``columns(prompts)`` gives the
+    # token ids per example ``[batch, c]`` and ``from_columns(logits [batch, c])`` the metric, so
+    # methods can unembed just those columns. ``fn`` stays the definition.
+    columns: Callable[[PromptSet], Tensor] | None = None
+    from_columns: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, logits: Tensor, prompts: PromptSet) -> Tensor:
         return self.fn(logits, prompts)
@@ -86,7 +91,11 @@ def kl_metric(reference: Float[Tensor, "batch d_vocab"]) -> Metric:
     return Metric("kl", fn, higher_is_better=False)
 
 
-LOGIT_DIFF = Metric("logit_diff", logit_diff_fn)
+LOGIT_DIFF = Metric(
+    "logit_diff", logit_diff_fn,
+    columns=lambda ps: torch.stack([ps.answer_ids, ps.require_wrong()], dim=1),
+    from_columns=lambda cols: cols[:, 0] - cols[:, 1],
+)
 PROB = Metric("prob", prob_fn)
 LOGPROB = Metric("logprob", logprob_fn)
 LOSS = Metric("loss", loss_fn, all_positions=True, higher_is_better=False)

@@ -224,7 +224,9 @@ def _chunks(jobs: list[_Job], budget: int, b: int, hi: int, n_layers: int) -> li
     out = []
     for (lo, _), group in sorted(groups.items()):
         group.sort(key=lambda j: (j.start, j.slot))
-        cap = max(1, budget // max(1, b * (hi - lo)))
+        # rows of the window, plus the keys/values of all hi positions each attention layer
+        # holds for them (about a tenth of a row's activations per key)
+        cap = max(1, budget // max(1, b * (hi - lo + hi // 10)))
         out += [group[i:i + cap] for i in range(0, len(group), cap)]
     return out
 
@@ -249,6 +251,22 @@ def _prepare_chunk(base: Restarter, chunk: list[_Job], target: str, per_position
     for layer, group in by_layer.items():
         w_hi = lo + 1 if row_local else hi
         src = src_cache[_hook_name(target, layer)]
+        if target == "z" and not per_position:
+            w_o = base.head_output_map(layer, base.cache[H.z(layer)])
+            if w_o is not None:
+                # one head's z moves the attention output by its share z_h @ W_O[h]: add that to
+                # the base output instead of recomputing the layer's attention
+                heads = [job.cell[0] for job in group]
+                dz = (src - base.cache[H.z(layer)])[:, lo:hi, heads]  # [b, w, k, d_head]
+                delta = torch.einsum("bwkd,kdm->kbwm", dz, w_o[0][heads])
+                out = (base.attn_out[layer][:, lo:hi][None] + delta).reshape(-1, hi - lo,
+                                                                            delta.shape[-1])
+                h0 = base.cache[H.resid_pre(layer)][:, lo:hi].repeat(len(group), 1, 1)
+                with base.attention_output(layer, out):
+                    h1 = base.run_blocks(layer, h0, stop=layer + 1, lo=lo)
+                for i, job in enumerate(group):
+                    job.resid = h1[i * b:(i + 1) * b]
+                continue
 
         def hook(act, hook, group=group, src=src):
             act = act.clone()
@@ -302,7 +320,8 @@ def activation_patching(
     names = {_hook_name(target, layer) for layer in layers}
     pre_names = {H.resid_pre(layer) for layer in layers} | {H.resid_post(layer) for layer in layers}
     base_tokens, src_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
-    base = Restarter(model, base_tokens, names=sorted(pre_names | names))
+    base = Restarter(model, base_tokens, names=sorted(pre_names | names),
+                     attn_outputs=target == "z" and not per_position)
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_tokens, names_filter=lambda n: n in names)
     clean_logits, corr_logits = ((src_logits, base.logits) if direction == "denoising"
@@ -345,6 +364,11 @@ def activation_patching(
 
         chunks = tqdm(chunks, desc=f"patching {target}", unit="chunk")
     flat = out.view(-1, b)
+    cols = None
+    if m.columns is not None and not m.all_positions:
+        cols = m.columns(prompts).to(ap.device)
+        if not base.columns_ok(ap, cols):
+            cols = None
     with torch.no_grad():
         for chunk in chunks:
             _prepare_chunk(base, chunk, target, per_position, windowed, hi, setter, src_cache)
@@ -358,8 +382,13 @@ def activation_patching(
             order = [j for j in chunk if j.start == first] + [
                 j for s in sorted(ins) for j in chunk if j.start == s]
             rows = None if m.all_positions else ap.repeat(len(order))
-            logits = base.resume(first, resid, rows=rows, lo=lo, inserts=ins)
-            vals = _metric_values(m, logits, prompts, len(order))
+            if cols is not None:  # the metric reads a few logits: unembed only those
+                sub = base.resume(first, resid, rows=rows, lo=lo, inserts=ins,
+                                  columns=cols.repeat(len(order), 1))
+                vals = m.from_columns(sub).float().cpu().reshape(len(order), b)
+            else:
+                logits = base.resume(first, resid, rows=rows, lo=lo, inserts=ins)
+                vals = _metric_values(m, logits, prompts, len(order))
             for i, job in enumerate(order):
                 flat[job.slot] = vals[i]
                 job.resid = None

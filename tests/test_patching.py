@@ -98,6 +98,88 @@ def test_parity_every_sweep_every_family(tiny_dirs, family):
             _check_tl(model, target, per_pos, direction)
 
 
+def _aligned_pairs(model, b: int = 3, p: int = 7, seed: int = 1) -> PromptSet:
+    """Corrupted = clean with two tokens replaced (positions 2 and 4), as in IOI-style pairs:
+    the patches before position 2 are no-ops and later ones start at their own position."""
+    g = torch.Generator().manual_seed(seed)
+    v = min(int(model.cfg.d_vocab), 60)
+    clean = torch.randint(1, v, (b, p), generator=g)
+    corr = clean.clone()
+    corr[:, 2] = (clean[:, 2] + 7) % (v - 1) + 1
+    corr[:, 4] = (clean[:, 4] + 11) % (v - 1) + 1
+    ans = torch.randint(1, v, (b,), generator=g)
+    pos = torch.tensor([p - 1 - (i % 3) for i in range(b)])  # 6, 5, 4: rows after some answers
+    return PromptSet(clean_tokens=clean, corrupted_tokens=corr, answer_ids=ans,
+                     wrong_ids=(ans + 1) % v + 1, answer_pos=pos)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_windowed_resume_matches_full_forward(tiny_dirs, family):
+    """Resuming on positions lo.. with the base keys/values in front (and the last block split
+    into key/value rows and answer rows) gives the model's own logits; answer rows before lo
+    come back as the base run's."""
+    from interp._patching_engine import Restarter
+
+    model = load_tiny(tiny_dirs, family)
+    n_layers = describe(model).n_layers
+    toks = _aligned_pairs(model).clean_tokens
+    eng = Restarter(model, toks, names=[H.resid_pre(x) for x in range(n_layers)])
+    assert eng.can_window, "the position-window fast path is off for this family"
+    rows = torch.tensor([6, 5, 2])
+    want = eng.logits[torch.arange(3), rows]
+    for layer in range(n_layers):
+        for lo in (0, 1, 3):
+            resid = eng.cache[H.resid_pre(layer)][:, lo:]
+            got = eng.resume(layer, resid, rows=rows, lo=lo)
+            assert (got - want).abs().max() < 1e-4, (layer, lo)
+            full = eng.unembed(eng.run_blocks(layer, resid, lo=lo))
+            assert (full - eng.logits[:, lo:]).abs().max() < 1e-4, (layer, lo)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("target,per_pos", [("z", True), ("resid_pre", True), ("k", False),
+                                            ("pattern", True), ("mlp_out", True)])
+def test_parity_on_aligned_pairs(tiny_dirs, family, target, per_pos):
+    """Pairs that share most tokens exercise the no-op skip and the position windows."""
+    model = load_tiny(tiny_dirs, family)
+    ps = _aligned_pairs(model)
+    _, cache = model.run_with_cache(ps.clean_tokens)
+    ref = _tl_fns()[(target, per_pos)](model, ps.corrupted_tokens, cache, _tl_metric(ps),
+                                       reduce="none").values
+    if target == "pattern" and per_pos:
+        ref = ref.permute(0, 2, 1, 3)
+    res = activation_patching(model, ps, target=target, per_position=per_pos)
+    assert (res.raw_per_example - ref.cpu()).abs().max() <= 1e-4
+    assert_no_hooks(model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_paths_are_on(tiny_dirs, family):
+    """The shortcuts the speed depends on are available on every test family (each has a
+    fallback, so a silent switch-off would only show as a slow sweep)."""
+    from interp._patching_engine import Restarter
+
+    model = load_tiny(tiny_dirs, family)
+    ps = _aligned_pairs(model)
+    eng = Restarter(model, ps.corrupted_tokens, names=[H.z(0)], attn_outputs=True)
+    assert eng.can_window
+    assert eng.head_output_map(0, eng.cache[H.z(0)]) is not None
+    cols = torch.stack([ps.answer_ids, ps.wrong_ids], 1)
+    assert eng.columns_ok(ps.answer_pos, cols)
+
+
+def test_without_windows_the_result_is_the_same(tiny_llama, monkeypatch):
+    """The fallback for blocks whose arguments cannot be windowed (full rows, no skip of the
+    positions before the first change) agrees with the windowed path."""
+    from interp import _patching_engine as E
+
+    ps = _aligned_pairs(tiny_llama)
+    fast = activation_patching(tiny_llama, ps, target="z", per_position=True)
+    monkeypatch.setattr(E.Restarter, "_sliceable", lambda self, args: False)
+    slow = activation_patching(tiny_llama, ps, target="z", per_position=True)
+    assert (fast.raw_per_example - slow.raw_per_example).abs().max() < 1e-5
+
+
 def _slow_resid_post(model, ps, layer, pos):
     def hook(act, hook):
         act = act.clone()
