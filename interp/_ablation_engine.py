@@ -1,14 +1,14 @@
 """Machinery behind ``interp.ablation``: component names, replacement values, scoped hooks, and
-the batched replay used by knockout sweeps.
+the batched replay used by direct-vs-total effects.
 
-Replay: one clean forward records, for every block, the arguments the model passes to it
-(attention mask, rotary position embeddings, position ids, ...). A sweep over the components of
-layer ``l`` then starts from the clean ``resid_pre[l]``, repeated once per ablation along the
-batch axis, and calls blocks ``l..L-1`` directly with those recorded arguments (their tensors
-repeated the same way). Layers before ``l`` are never recomputed, many ablations share one call,
-and the unembedding is applied only at the answer positions. The result is compared against a
-plain loop of ``run_with_hooks`` on every test family (tests/test_ablation.py).
-"""
+Knockout sweeps run each ablation as an activation patch whose source is the replacement value,
+through the patching engine (:func:`interp.patching.sweep`, :mod:`interp._patching_engine`).
+
+Replay (``Replayer``): one clean forward records, for every block, the arguments the model
+passes to it (attention mask, rotary position embeddings, position ids, ...); a replay from layer
+``l`` starts from the clean ``resid_pre[l]``, repeated once per copy along the batch axis, and
+calls blocks ``l..L-1`` directly. Both are compared against a plain loop of ``run_with_hooks`` on
+every test family (tests/test_ablation.py)."""
 
 from __future__ import annotations
 

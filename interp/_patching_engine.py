@@ -318,7 +318,7 @@ class Restarter:
                     got = self.unembed_columns(x, c)
                     want = self.unembed(x).gather(1, c)
                     ok = bool((got - want).abs().max() <= 1e-4 * max(1.0, float(want.abs().max())))
-            except Exception:  # an unembedding of another shape: use the full one
+            except Exception:  # noqa: BLE001 - an unembedding of another shape: use the full one
                 ok = False
             self._columns_ok = ok
         return self._columns_ok

@@ -29,17 +29,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from interp import hooks as H
 from interp._ablation_engine import (
     Component,
     Method,
-    Replayer,
     hooks_for,
     parse_components,
     scoped_hooks,
     sources,
     sweep_layer_hooks,
 )
-from interp.lens import _decode
+from interp._patching_engine import default_budget
 from interp.metrics import MetricSpec, bootstrap_ci, logits_at, resolve_metric
 from interp.models import describe
 from interp.prompts import PromptSet
@@ -177,18 +177,78 @@ def ablate(
 # --------------------------------------------------------------------------------------------
 
 
-def _stack_metric(m, model, resid: Tensor, prompts: PromptSet, n: int) -> Tensor:
-    """Metric of each of ``n`` stacked copies from their final residual stream -> [n, b]."""
+def _forward_sweep(model, prompts, comps, src, rows, metric, *, per_call: int, progress: bool):
+    """Full forwards with ``per_call`` ablations stacked on the batch axis (1: a plain loop)."""
+    info = describe(model)
     b = len(prompts)
-    out = []
-    for j in range(n):
-        r = resid[j * b:(j + 1) * b]
-        if m.all_positions:
-            out.append(m(_decode(model, r), prompts).float())
-        else:
-            bi = torch.arange(b, device=r.device)
-            out.append(m(_decode(model, r[bi, prompts.answer_pos.to(r.device)]), prompts).float())
-    return torch.stack(out)
+    tokens = prompts.clean_tokens
+    results: dict[Component, Tensor] = {}
+    with torch.no_grad():
+        clean = model(tokens)
+        m = resolve_metric(metric, clean_answer_logits=logits_at(clean, prompts.answer_pos))
+        base = m.from_full(clean, prompts).float()
+        for layer in range(info.n_layers):
+            layer_comps = [c for c in comps if c.layer == layer]
+            if progress:
+                print(f"knockout_sweep: layer {layer + 1}/{info.n_layers}", flush=True)
+            for start in range(0, len(layer_comps), per_call):
+                chunk = layer_comps[start:start + per_call]
+                n = len(chunk)
+                with scoped_hooks(model, sweep_layer_hooks(chunk, b, src, rows)):
+                    logits = model(tokens.repeat(n, 1))
+                vals = torch.stack([m.from_full(logits[j * b:(j + 1) * b], prompts).float()
+                                    for j in range(n)])
+                for c, v in zip(chunk, vals):
+                    results[c] = v.cpu()
+    return m, base, results
+
+
+def _replay_sweep(model, prompts, comps, src, rows, metric, *, budget_tokens: int,
+                  progress: bool):
+    """Each ablation as an activation patch whose source is the replacement value, through the
+    patching engine (:func:`interp.patching.sweep`): replay from the ablated layer, only the
+    rows that can change, answer rows at the last block, heads by their share of the attention
+    output."""
+    from interp._ablation_engine import _fit_positions
+    from interp._patching_engine import Restarter
+    from interp.patching import sweep
+
+    info = describe(model)
+    n_layers = info.n_layers
+    tokens = prompts.clean_tokens.to(model.cfg.device)
+    b, n_pos = tokens.shape
+    targets = {"head": "z", "mlp": "mlp_out"}
+    used = {c.hook for c in comps}
+    names = {H.resid_pre(x) for x in range(n_layers)} | {H.resid_post(x) for x in range(n_layers)}
+    eng = Restarter(model, tokens, names=sorted(names | used), attn_outputs=True)
+    m = resolve_metric(metric, clean_answer_logits=logits_at(eng.logits, prompts.answer_pos))
+    base = m.from_full(eng.logits, prompts).float().cpu()
+
+    def replacement(name: str) -> Tensor:
+        act = eng.cache[name]
+        rep = src.get(name)
+        if rep is None:
+            return torch.zeros_like(act)
+        rep = _fit_positions(rep, n_pos, name).to(act.device, act.dtype)
+        if rows is not None:
+            rep = rep[rows.to(act.device)[torch.arange(b, device=act.device) % len(rows)]]
+        return rep.expand_as(act)
+
+    src_cache = {name: replacement(name) for name in used}
+    results: dict[Component, Tensor] = {}
+    for kind, target in targets.items():
+        mine = [c for c in comps if c.kind == kind]
+        if not mine:
+            continue
+        layers = sorted({c.layer for c in mine})
+        cells = [(h,) for h in range(info.n_heads)] if kind == "head" else [()]
+        vals = sweep(eng, src_cache, target=target, per_position=False, layers=layers,
+                     cells=cells, metric=m, prompts=prompts, base_values=base,
+                     budget_tokens=budget_tokens, progress=progress,
+                     desc=f"knockout {'heads' if kind == 'head' else 'MLPs'}")
+        for c in mine:
+            results[c] = vals[layers.index(c.layer), c.head if kind == "head" else 0]
+    return m, base, results
 
 
 def knockout_sweep(
@@ -208,8 +268,10 @@ def knockout_sweep(
 ) -> AblationResult:
     """Ablate each head (and each MLP) alone: ``values[layer, head]`` = mean metric change.
 
-    ``replay`` (default) starts each layer's ablations from the cached clean ``resid_pre`` and
-    runs all of them along the batch axis (up to ``max_batch`` rows per call); ``batched`` runs
+    ``replay`` (default) runs each ablation as an activation patch through the patching engine
+    (replay from the ablated layer, many ablations along the batch axis, at most ``max_batch``
+    rows per call and the memory budget of :func:`interp._patching_engine.default_budget`);
+    ``batched`` runs
     full forwards with the ablations stacked on the batch axis; ``loop`` runs one forward per
     component (the plain reference)."""
     prompts.check(model)
@@ -219,33 +281,17 @@ def knockout_sweep(
     mlps = [f"MLP{layer}" for layer in range(info.n_layers)] if include_mlps else []
     comps = parse_components(model, heads + mlps)
     src, rows, pp = sources(model, comps, method, prompts, reference, per_position, seed)
-    tokens = prompts.clean_tokens
-    results: dict[Component, Tensor] = {}
-    with torch.no_grad():
-        if implementation == "replay":
-            rep = Replayer(model, tokens)
-            clean = rep.logits
-        else:
-            clean = model(tokens)
-        m = resolve_metric(metric, clean_answer_logits=logits_at(clean, prompts.answer_pos))
-        base = m.from_full(clean, prompts).float()
-        per_call = max(1, max_batch // b)
-        for layer in range(info.n_layers):
-            layer_comps = [c for c in comps if c.layer == layer]
-            if progress:
-                print(f"knockout_sweep: layer {layer + 1}/{info.n_layers}", flush=True)
-            for start in range(0, len(layer_comps), per_call if implementation != "loop" else 1):
-                chunk = layer_comps[start:start + (per_call if implementation != "loop" else 1)]
-                n = len(chunk)
-                with scoped_hooks(model, sweep_layer_hooks(chunk, b, src, rows)):
-                    if implementation == "replay":
-                        vals = _stack_metric(m, model, rep.run(layer, n), prompts, n)
-                    else:
-                        logits = model(tokens.repeat(n, 1))
-                        vals = torch.stack([m.from_full(logits[j * b:(j + 1) * b], prompts).float()
-                                            for j in range(n)])
-                for c, v in zip(chunk, vals):
-                    results[c] = v.cpu()
+    if implementation == "replay":
+        budget = min(max_batch * prompts.n_pos, default_budget(info, b, prompts.n_pos))
+        m, base, results = _replay_sweep(model, prompts, comps, src, rows, metric,
+                                         budget_tokens=budget, progress=progress)
+    elif implementation in ("batched", "loop"):
+        m, base, results = _forward_sweep(model, prompts, comps, src, rows, metric,
+                                          per_call=1 if implementation == "loop"
+                                          else max(1, max_batch // b), progress=progress)
+    else:
+        raise ValueError(f"unknown implementation {implementation!r}; use 'replay', 'batched' "
+                         "or 'loop'.")
     base = base.cpu()
     head_pe = torch.stack([results[c] for c in comps if c.kind == "head"]).view(info.n_layers, info.n_heads, b) - base
     out = AblationResult(

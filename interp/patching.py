@@ -288,6 +288,73 @@ def _prepare_chunk(base: Restarter, chunk: list[_Job], target: str, per_position
                 job.resid = mine
 
 
+def sweep(
+    base: Restarter, src_cache, *, target: str, per_position: bool, layers: Sequence[int],
+    cells: list[tuple], metric: Metric, prompts: PromptSet, base_values: Tensor,
+    budget_tokens: int | None = None, progress: bool = False, desc: str | None = None,
+) -> Tensor:
+    """The metric ``[len(layers), len(cells), batch]`` when each cell of ``target`` at each layer
+    is replaced, one at a time, by ``src_cache[hook name]`` (same shape as the base run's
+    activation) in the base run of ``base``. Shared by activation patching and knockout sweeps;
+    see the module docstring of :mod:`interp._patching_engine` and docs/patching.md."""
+    info = base.info
+    b, n_pos = base.batch, base.n_pos
+    m = metric
+    ap = prompts.answer_pos.to(base.logits.device)
+    # a patch that changes nothing keeps the base metric (no forward needed)
+    out = base_values.float().cpu()[None, None, :].repeat(len(layers), len(cells), 1)
+    windowed = base.can_window and not m.all_positions
+    hi = int(ap.max()) + 1 if windowed else n_pos
+    jobs: list[_Job] = []
+    for li, layer in enumerate(layers):
+        name = _hook_name(target, layer)
+        src, ref = src_cache[name], base.cache[name]
+        for ci, cell in enumerate(cells):
+            lo = _first_change(target, per_position, src, ref, cell, hi)
+            if lo is not None:
+                jobs.append(_Job(slot=li * len(cells) + ci, layer=layer, cell=cell,
+                                 lo=lo if windowed else 0,
+                                 start=layer if target == "resid_pre" else layer + 1))
+    setter = _setter(target, per_position)
+    budget = budget_tokens if budget_tokens is not None else default_budget(info, b, n_pos)
+    chunks = _chunks(jobs, budget, b, hi, info.n_layers)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=desc or f"patching {target}", unit="chunk")
+    flat = out.view(-1, b)
+    cols = None
+    if m.columns is not None and not m.all_positions:
+        cols = m.columns(prompts).to(ap.device)
+        if not base.columns_ok(ap, cols):
+            cols = None
+    with torch.no_grad():
+        for chunk in chunks:
+            _prepare_chunk(base, chunk, target, per_position, windowed, hi, setter, src_cache)
+            lo = chunk[0].lo
+            first = chunk[0].start
+            inserts: dict[int, list[Tensor]] = {}
+            for job in chunk[1:]:
+                inserts.setdefault(job.start, []).append(job.resid)
+            resid = torch.cat([j.resid for j in chunk if j.start == first], dim=0)
+            ins = {s: torch.cat(v, dim=0) for s, v in inserts.items() if s != first}
+            order = [j for j in chunk if j.start == first] + [
+                j for s in sorted(ins) for j in chunk if j.start == s]
+            rows = None if m.all_positions else ap.repeat(len(order))
+            if cols is not None:  # the metric reads a few logits: unembed only those
+                sub = base.resume(first, resid, rows=rows, lo=lo, inserts=ins,
+                                  columns=cols.repeat(len(order), 1))
+                vals = m.from_columns(sub).float().cpu().reshape(len(order), b)
+            else:
+                logits = base.resume(first, resid, rows=rows, lo=lo, inserts=ins)
+                vals = _metric_values(m, logits, prompts, len(order))
+            for i, job in enumerate(order):
+                flat[job.slot] = vals[i]
+                job.resid = None
+    out = out.reshape(len(layers), len(cells), b)
+    return out
+
+
 def activation_patching(
     model,
     prompts: PromptSet,
@@ -342,57 +409,9 @@ def activation_patching(
                  else [(h,) for h in range(n_head)])
         dims = ("layer", "pos", "head") if per_position else ("layer", "head")
     base_pe = corr_pe if direction == "denoising" else clean_pe
-    # a patch that changes nothing keeps the base metric (no forward needed)
-    out = base_pe[None, None, :].repeat(len(layers), len(cells), 1)
-    windowed = base.can_window and not m.all_positions
-    hi = int(ap.max()) + 1 if windowed else n_pos
-    jobs: list[_Job] = []
-    for li, layer in enumerate(layers):
-        name = _hook_name(target, layer)
-        src, ref = src_cache[name], base.cache[name]
-        for ci, cell in enumerate(cells):
-            lo = _first_change(target, per_position, src, ref, cell, hi)
-            if lo is not None:
-                jobs.append(_Job(slot=li * len(cells) + ci, layer=layer, cell=cell,
-                                 lo=lo if windowed else 0,
-                                 start=layer if target == "resid_pre" else layer + 1))
-    setter = _setter(target, per_position)
-    budget = budget_tokens if budget_tokens is not None else default_budget(info, b, n_pos)
-    chunks = _chunks(jobs, budget, b, hi, info.n_layers)
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc=f"patching {target}", unit="chunk")
-    flat = out.view(-1, b)
-    cols = None
-    if m.columns is not None and not m.all_positions:
-        cols = m.columns(prompts).to(ap.device)
-        if not base.columns_ok(ap, cols):
-            cols = None
-    with torch.no_grad():
-        for chunk in chunks:
-            _prepare_chunk(base, chunk, target, per_position, windowed, hi, setter, src_cache)
-            lo = chunk[0].lo
-            first = chunk[0].start
-            inserts: dict[int, list[Tensor]] = {}
-            for job in chunk[1:]:
-                inserts.setdefault(job.start, []).append(job.resid)
-            resid = torch.cat([j.resid for j in chunk if j.start == first], dim=0)
-            ins = {s: torch.cat(v, dim=0) for s, v in inserts.items() if s != first}
-            order = [j for j in chunk if j.start == first] + [
-                j for s in sorted(ins) for j in chunk if j.start == s]
-            rows = None if m.all_positions else ap.repeat(len(order))
-            if cols is not None:  # the metric reads a few logits: unembed only those
-                sub = base.resume(first, resid, rows=rows, lo=lo, inserts=ins,
-                                  columns=cols.repeat(len(order), 1))
-                vals = m.from_columns(sub).float().cpu().reshape(len(order), b)
-            else:
-                logits = base.resume(first, resid, rows=rows, lo=lo, inserts=ins)
-                vals = _metric_values(m, logits, prompts, len(order))
-            for i, job in enumerate(order):
-                flat[job.slot] = vals[i]
-                job.resid = None
-    out = out.reshape(len(layers), len(cells), b)
+    out = sweep(base, src_cache, target=target, per_position=per_position, layers=layers,
+                cells=cells, metric=m, prompts=prompts, base_values=base_pe,
+                budget_tokens=budget_tokens, progress=progress)
     if per_position and target not in RESID_TARGETS:
         out = out.reshape(len(layers), n_pos, n_head, b)
     elif not per_position and target in RESID_TARGETS:
