@@ -168,6 +168,23 @@ def test_fast_paths_are_on(tiny_dirs, family):
     assert eng.columns_ok(ps.answer_pos, cols)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_parity_on_ragged_ioi_prompts(tiny_dirs, family):
+    """IOI prompts of different lengths (padded, per-example answer positions, names shared by
+    clean and corrupted in places): the windows and skips still give transformer-lens's numbers."""
+    from interp import prompts as P
+
+    model = load_tiny(tiny_dirs, family)
+    ps = P.ioi(model, n=4, seed=3)
+    assert len(set(ps.answer_pos.tolist())) > 1
+    _, cache = model.run_with_cache(ps.clean_tokens)
+    for target, per_pos in (("z", True), ("resid_pre", True), ("z", False)):
+        ref = _tl_fns()[(target, per_pos)](model, ps.corrupted_tokens, cache, _tl_metric(ps),
+                                           reduce="none").values
+        res = activation_patching(model, ps, target=target, per_position=per_pos)
+        assert (res.raw_per_example - ref.cpu()).abs().max() <= 1e-4, (target, per_pos)
+
+
 def test_without_windows_the_result_is_the_same(tiny_llama, monkeypatch):
     """The fallback for blocks whose arguments cannot be windowed (full rows, no skip of the
     positions before the first change) agrees with the windowed path."""
