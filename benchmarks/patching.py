@@ -3,7 +3,9 @@
 Models: (i) a GPT-2-small-shaped random-init model (12 layers x 12 heads, d_model 768, vocab
 50257) with 8 IOI-like clean/corrupted pairs of 15 tokens; (ii) the zoo's ``ioi`` model with 8
 IOI prompts. Sweeps: head output over all positions, head output by position (on a subset of
-layers, the same for both sides), resid_pre by layer x position. Both sides use one thread.
+layers, the same for both sides), resid_pre by layer x position; then path patching sender ->
+logits against a plain ``run_with_hooks`` loop (transformer-lens has no path-patching
+function). Both sides use one thread.
 
 Peak memory: each of our sweeps and one full ``run_with_cache`` (every hook) of the same batch
 runs in a fresh subprocess while a thread samples the resident set size every millisecond; the
@@ -69,12 +71,13 @@ def ioi_like_pairs(n: int = 8, n_pos: int = 15, vocab: int = 1000, seed: int = 0
                      wrong_ids=names[:, 1], answer_pos=torch.full((n,), n_pos - 1))
 
 
-def _tl_metric(ps):
+def _tl_metric(ps, reduce: str = "mean"):
     b = torch.arange(len(ps))
 
     def metric(logits):
         row = logits[b, ps.answer_pos]
-        return (row[b, ps.answer_ids] - row[b, ps.wrong_ids]).mean()
+        ld = row[b, ps.answer_ids] - row[b, ps.wrong_ids]
+        return ld.mean() if reduce == "mean" else ld
 
     return metric
 
@@ -85,7 +88,8 @@ def _timed(fn):
     return out, time.perf_counter() - t
 
 
-def bench(model, ps, by_pos_layers: list[int], label: str) -> list[dict]:
+def bench(model, ps, by_pos_layers: list[int], label: str, with_path: bool = True
+          ) -> list[dict]:
     from transformer_lens import patching as P
 
     from interp.patching import activation_patching
@@ -124,8 +128,41 @@ def bench(model, ps, by_pos_layers: list[int], label: str) -> list[dict]:
     ref, t_ref = _timed(lambda: P.get_act_patch_resid_pre(model, corrupted, cache, metric))
     ours, t_ours = _timed(lambda: activation_patching(model, ps, target="resid_pre"))
     record("resid_pre", ref, t_ref, ours, t_ours, n_layers * n_pos)
+    if with_path:
+        from interp.patching import path_patching
+
+        ref, t_ref = _timed(lambda: _slow_path_to_logits(model, ps, _tl_metric(ps, "mean")))
+        ours, t_ours = _timed(lambda: path_patching(model, ps, receivers="logits"))
+        record("path_to_logits (vs a run_with_hooks loop)", ref, t_ref, ours, t_ours,
+               n_layers * n_heads)
     print(f"[{label}] one forward of the batch: {t_fwd * 1000:.1f} ms", flush=True)
     return rows
+
+
+def _slow_path_to_logits(model, ps, metric):
+    """Path patching sender -> logits, one forward per sender: the sender head's z from the
+    corrupted run, every later head's z frozen to its clean value (MLPs recomputed)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    with torch.no_grad():
+        _, orig = model.run_with_cache(ps.clean_tokens, names_filter=lambda n: n.endswith("hook_z"))
+        _, new = model.run_with_cache(ps.corrupted_tokens, names_filter=lambda n: n.endswith("hook_z"))
+        out = torch.zeros(n_layers, n_heads)
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                def send(z, hook, layer=layer, head=head):
+                    z = z.clone()
+                    z[:, :, head] = new[f"blocks.{layer}.attn.hook_z"][:, :, head]
+                    return z
+
+                def freeze(z, hook, name=""):
+                    return orig[name]
+
+                hooks = [(f"blocks.{layer}.attn.hook_z", send)] + [
+                    (f"blocks.{x}.attn.hook_z",
+                     lambda z, hook, x=x: freeze(z, hook, f"blocks.{x}.attn.hook_z"))
+                    for x in range(layer + 1, n_layers)]
+                out[layer, head] = metric(model.run_with_hooks(ps.clean_tokens, fwd_hooks=hooks))
+    return out
 
 
 def _rss_bytes() -> int:
@@ -206,6 +243,7 @@ def main() -> None:
     ap.add_argument("--by-pos-layers", default="0,6", help="layers for the by-position sweep")
     ap.add_argument("--skip-zoo", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-path", action="store_true", help="no path-patching row")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -216,7 +254,7 @@ def main() -> None:
     rows, mem_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         model = gpt2_small_shape(Path(tmp))
-        rows += bench(model, ioi_like_pairs(), layers, "gpt2-small-shape")
+        rows += bench(model, ioi_like_pairs(), layers, "gpt2-small-shape", not args.skip_path)
         del model
         if not args.skip_memory:
             mem_rows += memory(tmp, "gpt2-small-shape", layers)
@@ -227,7 +265,7 @@ def main() -> None:
         zoo = interp.load_model("ioi")
         zps = ioi(zoo, 8, corruption="abc", seed=0)
         zoo_layers = [x for x in layers if x < zoo.cfg.n_layers] or [0]
-        rows += bench(zoo, zps, zoo_layers, "zoo-ioi")
+        rows += bench(zoo, zps, zoo_layers, "zoo-ioi", not args.skip_path)
         if not args.skip_memory:
             mem_rows += memory("ioi", "zoo-ioi", zoo_layers)
     df = pd.DataFrame(rows)

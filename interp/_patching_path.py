@@ -98,21 +98,39 @@ def path_patching(
 
         work = tqdm(work, desc="path patching")
     rec_name = {layer: H.head_act(receiver_input, layer) for layer in rec}
+    windowed = orig.can_window
+    hi = int(ap.max()) + 1 if windowed else n_pos
+    cols = None
+    if to_logits and m.columns is not None:
+        cols = m.columns(prompts).to(ap.device)
+        if not orig.columns_ok(ap, cols):
+            cols = None
     with torch.no_grad():
         for ls, heads in work:
             k = len(heads)
+            src = new_cache[H.z(ls)]
+            # positions before the first one where a sender's output differs are clean in every
+            # run below (causal attention), so they reuse the clean run's keys and values
+            lo = 0
+            if windowed:
+                diff = (src[:, :hi, heads] != orig.cache[H.z(ls)][:, :hi, heads]).flatten(2).any(-1).any(0)
+                nz = torch.nonzero(diff)
+                if len(nz) == 0:
+                    continue  # the senders' outputs are identical: no path can change anything
+                lo = int(nz[0, 0])
             recorded: dict[int, torch.Tensor] = {}
 
-            def send(act, hook, heads=heads, ls=ls):
+            def send(act, hook, heads=heads, src=src):
                 act = act.clone()
-                src = new_cache[H.z(ls)]
+                w_lo, w_hi = orig.window
                 for i, h in enumerate(heads):
-                    act[i * b:(i + 1) * b, :, h] = src[:, :, h]
+                    act[i * b:(i + 1) * b, :, h] = src[:, w_lo:w_hi, h]
                 return act
 
             def freeze(act, hook, k=k):
                 layer = H.layer_of(hook.name)
-                return orig.cache[H.z(layer)].repeat(k, 1, 1, 1)
+                w_lo, w_hi = orig.window
+                return orig.cache[H.z(layer)][:, w_lo:w_hi].repeat(k, 1, 1, 1)
 
             def record(act, hook, recorded=recorded):
                 recorded[H.layer_of(hook.name)] = act.clone()
@@ -120,26 +138,31 @@ def path_patching(
 
             hooks = [(H.z(ls), send)] + [(H.z(layer), freeze) for layer in range(ls + 1, last + 1)]
             hooks += [(rec_name[layer], record) for layer in rec if layer > ls]
-            resid = orig.cache[H.resid_pre(ls)].repeat(k, 1, 1)
-            h_final = orig.run_blocks(ls, resid, stop=last + 1, fwd_hooks=hooks)
+            resid = orig.cache[H.resid_pre(ls)][:, lo:hi].repeat(k, 1, 1)
             if to_logits:
-                logits = orig.unembed(h_final[torch.arange(k * b), ap.repeat(k)])
+                logits = orig.resume(ls, resid, rows=ap.repeat(k), fwd_hooks=hooks, lo=lo,
+                                     columns=None if cols is None else cols.repeat(k, 1))
             else:
-                def patch(act, hook, recorded=recorded):
+                orig.run_blocks(ls, resid, stop=last + 1, fwd_hooks=hooks, lo=lo)
+
+                def patch(act, hook, recorded=recorded, lo=lo):
                     layer = H.layer_of(hook.name)
                     if layer not in recorded:
                         return act
                     act = act.clone()
                     w_lo, w_hi = orig.window  # the last block may run in two row windows
                     for h in rec[layer]:
-                        act[:, :, h] = recorded[layer][:, w_lo:w_hi, h]
+                        act[:, :, h] = recorded[layer][:, w_lo - lo:w_hi - lo, h]
                     return act
 
                 first = min(layer for layer in rec if layer > ls)
-                resid = orig.cache[H.resid_pre(first)].repeat(k, 1, 1)
-                logits = orig.resume(first, resid, rows=ap.repeat(k),
+                resid = orig.cache[H.resid_pre(first)][:, lo:hi].repeat(k, 1, 1)
+                logits = orig.resume(first, resid, rows=ap.repeat(k), lo=lo,
                                      fwd_hooks=[(rec_name[layer], patch) for layer in rec])
-            out[ls, heads] = _metric_values(m, logits, prompts, k)
+            if to_logits and cols is not None:
+                out[ls, heads] = m.from_columns(logits).float().cpu().reshape(k, b)
+            else:
+                out[ls, heads] = _metric_values(m, logits, prompts, k)
     recv = "logits" if to_logits else [f"L{layer}H{h}" if receiver_input == "q" or not info.is_gqa
                                        else f"L{layer}KV{h}" for layer in sorted(rec) for h in rec[layer]]
     meta = {"method": "path_patching", "target": "z (sender heads)", "receivers": recv,

@@ -380,6 +380,10 @@ def test_path_patching_to_logits_matches_slow_loop(tiny_dirs, family):
     res = path_patching(model, ps, receivers="logits")
     ref = _slow_path(model, ps, "logits", "q")
     assert (res.raw_per_example - ref).abs().max() <= 1e-4
+    # pairs sharing most tokens: windows from the first changed position, answers at 4..6
+    aligned = _aligned_pairs(model)
+    got = path_patching(model, aligned, receivers="logits").raw_per_example
+    assert (got - _slow_path(model, aligned, "logits", "q")).abs().max() <= 1e-4
     assert (ref - torch.tensor(res.meta["clean_per_example"])).abs().max() > 1e-4
     assert res.dims == ("layer", "head")
     assert_no_hooks(model)
@@ -399,6 +403,9 @@ def test_path_patching_to_heads_matches_slow_loop(tiny_dirs, family, inp):
     res = path_patching(model, ps, receivers=receivers, receiver_input=inp)
     ref = _slow_path(model, ps, receivers, inp)
     assert (res.raw_per_example - ref).abs().max() <= 1e-4
+    aligned = _aligned_pairs(model)
+    got = path_patching(model, aligned, receivers=receivers, receiver_input=inp).raw_per_example
+    assert (got - _slow_path(model, aligned, receivers, inp)).abs().max() <= 1e-4
     # senders in the last receiver layer or later cannot reach a receiver
     assert torch.allclose(res.raw_per_example[2:], torch.tensor(res.meta["clean_per_example"]))
     assert (res.raw_per_example[:2] - res.raw_per_example[2:3]).abs().max() > 1e-5
