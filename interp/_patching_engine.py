@@ -7,7 +7,8 @@ attention layer computed. It can then resume the forward at any block ``l`` from
 residual-stream tensor by calling ``model.blocks[l:]`` directly, on a batch that stacks many
 patched copies of the base batch (``k * batch`` rows). Blocks before ``l`` are not run at all
 (unlike the bridge's ``start_at_layer``, which still executes them). Hook points inside the
-blocks fire as usual, so patches are ordinary forward hooks.
+blocks fire as usual, so patches are ordinary forward hooks (except inside an
+``attention_output`` block, where the attention module is replaced by a given output).
 
 Position windows. A patch that leaves positions ``< lo`` untouched cannot change them in any
 later layer (attention is causal), and the metric reads nothing after the last answer position
@@ -270,27 +271,29 @@ class Restarter:
                                "run with lo=0")
         h = resid
         inserts = inserts or {}
-        with self.model.hooks(fwd_hooks=list(fwd_hooks)):
-            for layer in range(start, stop):
-                if layer in inserts and layer != start:
-                    h = torch.cat([h, inserts[layer]], dim=0)
-                n = h.shape[0]
-                if n % self.batch:
-                    raise ValueError(f"rows {n} are not a multiple of the base batch {self.batch}")
-                k = n // self.batch
-                prefix = self._prefix(layer, k, lo) if lo else None
-                last = layer == self.info.n_layers - 1
-                if last and q_lo is not None and q_lo > lo and self.can_window:
-                    cap: list = []
-                    self._call_block(layer, h[:, :q_lo - lo], k, lo, prefix, capture=cap, stop=True)
-                    if not cap:
-                        raise RuntimeError("the last block finished without a key/value step")
-                    kv = tuple(t.reshape(k, self.batch, *t.shape[1:]) for t in cap[0])
-                    h = self._call_block(layer, h[:, q_lo - lo:], k, q_lo, kv)
-                    lo = q_lo
-                else:
-                    h = self._call_block(layer, h, k, lo, prefix)
-        self.window = (0, self.n_pos)
+        try:
+            with self.model.hooks(fwd_hooks=list(fwd_hooks)):
+                for layer in range(start, stop):
+                    if layer in inserts and layer != start:
+                        h = torch.cat([h, inserts[layer]], dim=0)
+                    n = h.shape[0]
+                    if n % self.batch:
+                        raise ValueError(f"rows {n} are not a multiple of the base batch {self.batch}")
+                    k = n // self.batch
+                    prefix = self._prefix(layer, k, lo) if lo else None
+                    last = layer == self.info.n_layers - 1
+                    if last and q_lo is not None and q_lo > lo and self.can_window:
+                        cap: list = []
+                        self._call_block(layer, h[:, :q_lo - lo], k, lo, prefix, capture=cap, stop=True)
+                        if not cap:
+                            raise RuntimeError("the last block finished without a key/value step")
+                        kv = tuple(t.reshape(k, self.batch, *t.shape[1:]) for t in cap[0])
+                        h = self._call_block(layer, h[:, q_lo - lo:], k, q_lo, kv)
+                        lo = q_lo
+                    else:
+                        h = self._call_block(layer, h, k, lo, prefix)
+        finally:
+            self.window = (0, self.n_pos)
         return h
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:

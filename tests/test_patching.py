@@ -185,6 +185,41 @@ def test_parity_on_ragged_ioi_prompts(tiny_dirs, family):
         assert (res.raw_per_example - ref.cpu()).abs().max() <= 1e-4, (target, per_pos)
 
 
+def test_an_error_mid_sweep_leaves_the_model_as_it_was(tiny_gpt2, monkeypatch):
+    """Hooks and the engine's per-instance overrides (key/value step, attention output) are
+    removed when a sweep fails half-way."""
+    ps = _aligned_pairs(tiny_gpt2)
+    calls = []
+
+    def bad_metric(logits, prompts):
+        calls.append(1)
+        if len(calls) > 2:  # the baselines pass, the first patched chunk fails
+            raise RuntimeError("metric failed")
+        return logits[:, 0]
+
+    def clean_model():
+        assert_no_hooks(tiny_gpt2)
+        for block in tiny_gpt2.blocks:
+            assert "_update_kv_cache" not in vars(block.attn) and "forward" not in vars(block.attn)
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        activation_patching(tiny_gpt2, ps, target="z", per_position=False, metric=bad_metric)
+    clean_model()
+    # a failure inside a block, while the key/value step is overridden (windows start at 2)
+    from interp import _patching_engine as E
+
+    def broken(prefix, x):
+        raise RuntimeError("inside the block")
+
+    monkeypatch.setattr(E, "_prepend", broken)
+    with pytest.raises(RuntimeError, match="inside the block"):
+        activation_patching(tiny_gpt2, ps, target="z", per_position=False)
+    clean_model()
+    monkeypatch.undo()
+    fine = activation_patching(tiny_gpt2, ps, target="z", per_position=False)
+    assert torch.isfinite(fine.raw).all()
+
+
 def test_without_windows_the_result_is_the_same(tiny_llama, monkeypatch):
     """The fallback for blocks whose arguments cannot be windowed (full rows, no skip of the
     positions before the first change) agrees with the windowed path."""
