@@ -399,13 +399,13 @@ def default_budget(info, batch: int, n_pos: int, itemsize: int = 4) -> int:
     """Rows x positions per forward whose transient activations (about 3 d_mlp + 8 d_model +
     3 heads x positions floats per row) fill ~60% of one full cached run, so a sweep's peak
     (this plus the two filtered caches it keeps) stays within about twice a cached run; but at
-    least ``MIN_CHUNK_BYTES`` (16 MiB)."""
+    least ``MIN_CHUNK_BYTES`` (12 MiB)."""
     d, d_mlp = info.d_model, info.d_mlp or 4 * info.d_model
     row = itemsize * (3 * d_mlp + 8 * d + 3 * info.n_heads * n_pos)
     target = max(0.6 * cached_run_bytes(info, batch, n_pos, itemsize), MIN_CHUNK_BYTES)
     return max(batch * n_pos, int(target / row))
 
 
-MIN_CHUNK_BYTES = 16 * 2**20
+MIN_CHUNK_BYTES = 12 * 2**20
 """Floor of the default chunk budget: on small models a cached run is a few MB, and chunks that
 small would make a sweep pay the per-call overhead of the blocks many times over."""
