@@ -154,13 +154,10 @@ def _slow_path_to_logits(model, ps, metric):
                     z[:, :, head] = new[f"blocks.{layer}.attn.hook_z"][:, :, head]
                     return z
 
-                def freeze(z, hook, name=""):
-                    return orig[name]
-
+                # freeze later heads to their clean z (keyed by our name: hook.name is the alias)
+                later = [f"blocks.{x}.attn.hook_z" for x in range(layer + 1, n_layers)]
                 hooks = [(f"blocks.{layer}.attn.hook_z", send)] + [
-                    (f"blocks.{x}.attn.hook_z",
-                     lambda z, hook, x=x: freeze(z, hook, f"blocks.{x}.attn.hook_z"))
-                    for x in range(layer + 1, n_layers)]
+                    (name, lambda z, hook, name=name: orig[name]) for name in later]
                 out[layer, head] = metric(model.run_with_hooks(ps.clean_tokens, fwd_hooks=hooks))
     return out
 

@@ -76,6 +76,7 @@ class Restarter:
         self._kv: dict[int, tuple[Tensor, Tensor]] = {}
         self.window: tuple[int, int] = (0, self.n_pos)
         self.attn_out: dict[int, Tensor] = {}  # what each attention module returned (first item)
+        self._w_o: dict[int, tuple[Tensor, Tensor | None] | None] = {}  # head_output_map, once
         want = set(names) | {H.resid_pre(0)}
         handles = []
 
@@ -235,7 +236,12 @@ class Restarter:
     def head_output_map(self, layer: int, z: Tensor) -> tuple[Tensor, Tensor | None] | None:
         """``(W_O [head, d_head, d_model], b_O)`` if the recorded attention output of ``layer``
         equals ``z @ W_O + b_O`` for the base run's ``z`` (so a change of one head's ``z`` moves
-        the output by that head's share), else None."""
+        the output by that head's share), else None. Checked once per layer."""
+        if layer not in self._w_o:
+            self._w_o[layer] = self._check_head_output_map(layer, z)
+        return self._w_o[layer]
+
+    def _check_head_output_map(self, layer: int, z: Tensor) -> tuple[Tensor, Tensor | None] | None:
         if layer not in self.attn_out:
             return None
         attn = self.model.blocks[layer].attn
@@ -282,7 +288,7 @@ class Restarter:
                     k = n // self.batch
                     prefix = self._prefix(layer, k, lo) if lo else None
                     last = layer == self.info.n_layers - 1
-                    if last and q_lo is not None and q_lo > lo and self.can_window:
+                    if last and self._query_start(lo, q_lo) > lo:
                         cap: list = []
                         self._call_block(layer, h[:, :q_lo - lo], k, lo, prefix, capture=cap, stop=True)
                         if not cap:
@@ -295,6 +301,11 @@ class Restarter:
         finally:
             self.window = (0, self.n_pos)
         return h
+
+    def _query_start(self, lo: int, q_lo: int | None) -> int:
+        """First row the last block runs in full: ``q_lo`` when the metric reads only rows from
+        there on (the rows before run up to their keys/values), else ``lo``."""
+        return q_lo if (q_lo is not None and q_lo > lo and self.can_window) else lo
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Final norm + unembedding + final softcap, as the model's own head."""
@@ -361,7 +372,7 @@ class Restarter:
         else:
             h = self.run_blocks(start, resid, fwd_hooks=fwd_hooks, lo=lo, q_lo=q_lo,
                                 inserts=inserts)
-            first = q_lo if (q_lo is not None and q_lo > lo and self.can_window) else lo
+            first = self._query_start(lo, q_lo)
         if rows is None:
             return self.unembed(h)
         rows = rows.to(h.device)

@@ -27,7 +27,14 @@ from interp import hooks as H
 from interp._patching_engine import Restarter, chunk_size
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
-from interp.patching import PatchingResult, _finish, _metric_values, _prepare
+from interp.patching import (
+    PatchingResult,
+    _answer_columns,
+    _finish,
+    _first_change,
+    _metric_values,
+    _prepare,
+)
 
 
 def parse_head(name: str, info) -> tuple[int, int]:
@@ -100,11 +107,7 @@ def path_patching(
     rec_name = {layer: H.head_act(receiver_input, layer) for layer in rec}
     windowed = orig.can_window
     hi = int(ap.max()) + 1 if windowed else n_pos
-    cols = None
-    if to_logits and m.columns is not None:
-        cols = m.columns(prompts).to(ap.device)
-        if not orig.columns_ok(ap, cols):
-            cols = None
+    cols = _answer_columns(orig, m, prompts) if to_logits else None
     with torch.no_grad():
         for ls, heads in work:
             k = len(heads)
@@ -113,11 +116,12 @@ def path_patching(
             # run below (causal attention), so they reuse the clean run's keys and values
             lo = 0
             if windowed:
-                diff = (src[:, :hi, heads] != orig.cache[H.z(ls)][:, :hi, heads]).flatten(2).any(-1).any(0)
-                nz = torch.nonzero(diff)
-                if len(nz) == 0:
+                firsts = [_first_change("z", False, src, orig.cache[H.z(ls)], (h,), hi)
+                          for h in heads]
+                firsts = [x for x in firsts if x is not None]
+                if not firsts:
                     continue  # the senders' outputs are identical: no path can change anything
-                lo = int(nz[0, 0])
+                lo = min(firsts)
             recorded: dict[int, torch.Tensor] = {}
 
             def send(act, hook, heads=heads, src=src):
@@ -159,10 +163,7 @@ def path_patching(
                 resid = orig.cache[H.resid_pre(first)][:, lo:hi].repeat(k, 1, 1)
                 logits = orig.resume(first, resid, rows=ap.repeat(k), lo=lo,
                                      fwd_hooks=[(rec_name[layer], patch) for layer in rec])
-            if to_logits and cols is not None:
-                out[ls, heads] = m.from_columns(logits).float().cpu().reshape(k, b)
-            else:
-                out[ls, heads] = _metric_values(m, logits, prompts, k)
+            out[ls, heads] = _metric_values(m, logits, prompts, k, columns=cols is not None)
     recv = "logits" if to_logits else [f"L{layer}H{h}" if receiver_input == "q" or not info.is_gqa
                                        else f"L{layer}KV{h}" for layer in sorted(rec) for h in rec[layer]]
     meta = {"method": "path_patching", "target": "z (sender heads)", "receivers": recv,

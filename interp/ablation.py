@@ -33,15 +33,17 @@ from interp import hooks as H
 from interp._ablation_engine import (
     Component,
     Method,
+    _fit_positions,
     hooks_for,
     parse_components,
     scoped_hooks,
     sources,
     sweep_layer_hooks,
 )
-from interp._patching_engine import default_budget
+from interp._patching_engine import Restarter, default_budget
 from interp.metrics import MetricSpec, bootstrap_ci, logits_at, resolve_metric
 from interp.models import describe
+from interp.patching import sweep
 from interp.prompts import PromptSet
 from interp.results import Result
 
@@ -209,17 +211,13 @@ def _replay_sweep(model, prompts, comps, src, rows, metric, *, budget_tokens: in
     patching engine (:func:`interp.patching.sweep`): replay from the ablated layer, only the
     rows that can change, answer rows at the last block, heads by their share of the attention
     output."""
-    from interp._ablation_engine import _fit_positions
-    from interp._patching_engine import Restarter
-    from interp.patching import sweep
-
     info = describe(model)
     n_layers = info.n_layers
     tokens = prompts.clean_tokens.to(model.cfg.device)
     b, n_pos = tokens.shape
     targets = {"head": "z", "mlp": "mlp_out"}
     used = {c.hook for c in comps}
-    names = {H.resid_pre(x) for x in range(n_layers)} | {H.resid_post(x) for x in range(n_layers)}
+    names = {H.resid_pre(x) for x in range(n_layers)}  # all-position sweeps start from these
     eng = Restarter(model, tokens, names=sorted(names | used), attn_outputs=True)
     m = resolve_metric(metric, clean_answer_logits=logits_at(eng.logits, prompts.answer_pos))
     base = m.from_full(eng.logits, prompts).float().cpu()
@@ -271,9 +269,8 @@ def knockout_sweep(
     ``replay`` (default) runs each ablation as an activation patch through the patching engine
     (replay from the ablated layer, many ablations along the batch axis, at most ``max_batch``
     rows per call and the memory budget of :func:`interp._patching_engine.default_budget`);
-    ``batched`` runs
-    full forwards with the ablations stacked on the batch axis; ``loop`` runs one forward per
-    component (the plain reference)."""
+    ``batched`` runs full forwards with the ablations stacked on the batch axis; ``loop`` runs
+    one forward per component (the plain reference)."""
     prompts.check(model)
     info = describe(model)
     b = len(prompts)

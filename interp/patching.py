@@ -92,9 +92,23 @@ def _prepare(model, prompts: PromptSet, metric: MetricSpec, direction: str):
     return prompts.clean_tokens.to(device), corrupted.to(device)
 
 
-def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, k: int) -> Tensor:
-    """[k, batch] metric values from logits of ``k`` stacked copies of the batch."""
+def _answer_columns(base: Restarter, metric: Metric, prompts: PromptSet) -> Tensor | None:
+    """Token ids ``[batch, c]`` whose logits are all ``metric`` reads, when the model's
+    unembedding can be applied to just those columns (else None: use the full logits)."""
+    if metric.columns is None or metric.all_positions:
+        return None
+    ap = prompts.answer_pos.to(base.logits.device)
+    cols = metric.columns(prompts).to(ap.device)
+    return cols if base.columns_ok(ap, cols) else None
+
+
+def _metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, k: int, *,
+                   columns: bool = False) -> Tensor:
+    """[k, batch] metric values from logits of ``k`` stacked copies of the batch (with
+    ``columns``, logits of the metric's columns only, see :func:`_answer_columns`)."""
     b = len(prompts)
+    if columns:
+        return metric.from_columns(logits).float().cpu().reshape(k, b)
     out = []
     for i in range(k):
         part = logits[i * b:(i + 1) * b]
@@ -323,35 +337,25 @@ def sweep(
 
         chunks = tqdm(chunks, desc=desc or f"patching {target}", unit="chunk")
     flat = out.view(-1, b)
-    cols = None
-    if m.columns is not None and not m.all_positions:
-        cols = m.columns(prompts).to(ap.device)
-        if not base.columns_ok(ap, cols):
-            cols = None
+    cols = _answer_columns(base, m, prompts)
     with torch.no_grad():
         for chunk in chunks:
             _prepare_chunk(base, chunk, target, per_position, windowed, hi, setter, src_cache)
-            lo = chunk[0].lo
+            # _chunks sorts by start block, so stacking by start keeps the chunk's order
+            by_start: dict[int, list[Tensor]] = {}
+            for job in chunk:
+                by_start.setdefault(job.start, []).append(job.resid)
             first = chunk[0].start
-            inserts: dict[int, list[Tensor]] = {}
-            for job in chunk[1:]:
-                inserts.setdefault(job.start, []).append(job.resid)
-            resid = torch.cat([j.resid for j in chunk if j.start == first], dim=0)
-            ins = {s: torch.cat(v, dim=0) for s, v in inserts.items() if s != first}
-            order = [j for j in chunk if j.start == first] + [
-                j for s in sorted(ins) for j in chunk if j.start == s]
-            rows = None if m.all_positions else ap.repeat(len(order))
-            if cols is not None:  # the metric reads a few logits: unembed only those
-                sub = base.resume(first, resid, rows=rows, lo=lo, inserts=ins,
-                                  columns=cols.repeat(len(order), 1))
-                vals = m.from_columns(sub).float().cpu().reshape(len(order), b)
-            else:
-                logits = base.resume(first, resid, rows=rows, lo=lo, inserts=ins)
-                vals = _metric_values(m, logits, prompts, len(order))
-            for i, job in enumerate(order):
+            resid = torch.cat(by_start.pop(first), dim=0)
+            ins = {s: torch.cat(v, dim=0) for s, v in by_start.items()}
+            k = len(chunk)
+            rows = None if m.all_positions else ap.repeat(k)
+            logits = base.resume(first, resid, rows=rows, lo=chunk[0].lo, inserts=ins,
+                                 columns=None if cols is None else cols.repeat(k, 1))
+            vals = _metric_values(m, logits, prompts, k, columns=cols is not None)
+            for i, job in enumerate(chunk):
                 flat[job.slot] = vals[i]
                 job.resid = None
-    out = out.reshape(len(layers), len(cells), b)
     return out
 
 
