@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 app: $(STAMP)
-	INTERP_MODEL=$(MODEL) $(PY) -m streamlit run apps/explorer.py \
+	INTERP_MODEL=$(MODEL) $(PY) -m streamlit run interp/app/explorer.py \
 		--server.address localhost --server.port $(PORT) --server.headless true \
 		--browser.gatherUsageStats false
 

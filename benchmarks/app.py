@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "apps" / "explorer.py"), default_timeout=1800)
+    at = AppTest.from_file(str(ROOT / "interp" / "app" / "explorer.py"), default_timeout=1800)
     if args.model:
         at.session_state["model_spec"] = args.model
     t0 = time.perf_counter()

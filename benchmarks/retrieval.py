@@ -27,7 +27,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import interp
-    from interp._needle_trials import default_needles
+    from interp.retrieval._trials import default_needles
     from interp.retrieval import retrieval_scores
 
     model = interp.load_model(args.model)

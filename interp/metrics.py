@@ -145,6 +145,26 @@ def normalise(
     return (patched - base) / denom
 
 
+def normalise_paired(
+    patched: Float[Tensor, "... batch"], clean: Float[Tensor, "batch"],
+    corrupted: Float[Tensor, "batch"], direction: Literal["denoising", "noising"] = "denoising",
+) -> Float[Tensor, "... batch"]:
+    """Per-example normalised scores, paired: each example's patched metric minus *its own* base
+    metric (its corrupted value when denoising, its clean value when noising), divided by the
+    batch-mean gap ``mean(clean) - mean(corrupted)``. Their mean over examples equals
+    :func:`normalise` of the means, and a patch that leaves an example unchanged scores exactly 0
+    for it. (Dividing each example by its own gap instead would blow up examples whose gap is
+    near zero.)"""
+    base = corrupted if direction == "denoising" else clean
+    denom = float(clean.float().mean() - corrupted.float().mean())
+    if abs(denom) < 1e-8:
+        raise ValueError(
+            "clean and corrupted metrics are equal, so the normalised score is undefined; use a "
+            "corruption that changes the answer."
+        )
+    return (patched - base.to(patched)) / denom
+
+
 def bootstrap_ci(
     per_example: Float[Tensor, "... batch"], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
     stat: Callable[[Tensor], Tensor] | None = None,

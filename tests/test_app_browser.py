@@ -1,6 +1,6 @@
 """The explorer in a real headless Chromium (Debian ``chromium``, driven by Playwright).
 
-Starts ``streamlit run apps/explorer.py`` on a free localhost port, opens every page, waits for
+Starts ``streamlit run interp/app/explorer.py`` on a free localhost port, opens every page, waits for
 its figures, saves a full-page screenshot under ``test-artifacts/app/`` and checks that no
 error or exception element is on the page. Skipped when chromium is missing, unless
 ``INTERP_REQUIRE_BROWSER=1`` (CI), where a missing browser is a failure.
@@ -69,7 +69,7 @@ def server():
     env = dict(os.environ, INTERP_MODEL=os.environ.get("INTERP_MODEL", "ioi"))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = open(ARTIFACTS.parent / "streamlit.log", "w")  # noqa: SIM115 (closed in finally)
-    # started through the CLI (`interp app`), which runs `streamlit run apps/explorer.py`
+    # started through the CLI (`interp app`), which runs `streamlit run interp/app/explorer.py`
     cmd = [sys.executable, "-c", "from interp.cli import app; app()", "app", "--model",
            env["INTERP_MODEL"], "--port", str(port), "--address", "127.0.0.1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

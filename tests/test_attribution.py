@@ -8,7 +8,7 @@ from conftest import assert_no_hooks, load_tiny
 from test_patching import _pairs, _tl_metric
 
 from interp import hooks as H
-from interp._attribution_edges import _mlp_in, _q_in, _result, _split_mode
+from interp.attribution._edges import _mlp_in, _q_in, _result, _split_mode
 from interp.attribution import attribution_patching, edge_attribution
 from interp.models import describe
 from interp.patching import activation_patching

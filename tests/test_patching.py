@@ -118,7 +118,7 @@ def test_windowed_resume_matches_full_forward(tiny_dirs, family):
     """Resuming on positions lo.. with the base keys/values in front (and the last block split
     into key/value rows and answer rows) gives the model's own logits; answer rows before lo
     come back as the base run's."""
-    from interp._patching_engine import Restarter
+    from interp._engine.restart import Restarter
 
     model = load_tiny(tiny_dirs, family)
     n_layers = describe(model).n_layers
@@ -157,7 +157,7 @@ def test_parity_on_aligned_pairs(tiny_dirs, family, target, per_pos):
 def test_fast_paths_are_on(tiny_dirs, family):
     """The shortcuts the speed depends on are available on every test family (each has a
     fallback, so a silent switch-off would only show as a slow sweep)."""
-    from interp._patching_engine import Restarter
+    from interp._engine.restart import Restarter
 
     model = load_tiny(tiny_dirs, family)
     ps = _aligned_pairs(model)
@@ -206,7 +206,7 @@ def test_an_error_mid_sweep_leaves_the_model_as_it_was(tiny_gpt2, monkeypatch):
         activation_patching(tiny_gpt2, ps, target="z", per_position=False, metric=bad_metric)
     clean_model()
     # a failure inside a block, while the key/value step is overridden (windows start at 2)
-    from interp import _patching_engine as E
+    from interp._engine import restart as E
 
     def broken(prefix, x):
         raise RuntimeError("inside the block")
@@ -223,7 +223,7 @@ def test_an_error_mid_sweep_leaves_the_model_as_it_was(tiny_gpt2, monkeypatch):
 def test_without_windows_the_result_is_the_same(tiny_llama, monkeypatch):
     """The fallback for blocks whose arguments cannot be windowed (full rows, no skip of the
     positions before the first change) agrees with the windowed path."""
-    from interp import _patching_engine as E
+    from interp._engine import restart as E
 
     ps = _aligned_pairs(tiny_llama)
     fast = activation_patching(tiny_llama, ps, target="z", per_position=True)

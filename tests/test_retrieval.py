@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import assert_no_hooks
 
-from interp import retrieval as R
-from interp._decode import greedy_decode, mask_hooks, stop_ids
-from interp._needle_trials import build_trials, default_haystack, default_needles, find_span
-from interp._rouge import rouge1_recall, rouge_tokens
+from interp.retrieval import _scores as R
+from interp.retrieval._decode import greedy_decode, mask_hooks, stop_ids
+from interp.retrieval._trials import build_trials, default_haystack, default_needles, find_span
+from interp.retrieval._rouge import rouge1_recall, rouge_tokens
 
 
 @pytest.fixture(autouse=True, scope="module")

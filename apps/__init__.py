@@ -1,1 +1,0 @@
-"""The Streamlit Circuit Explorer (entry point: apps/explorer.py)."""

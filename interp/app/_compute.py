@@ -1,0 +1,180 @@
+"""Cached calls into the library, keyed by (model spec, prompt key, options).
+
+Each function is one library call (plus slicing); results are pickled by ``st.cache_data`` so a
+revisited page, or the export, reuses them. No method logic lives here.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from interp.app._common import get_model, get_prompts
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the logit lens…")
+def lens(spec: str, key: tuple, k: int = 5):
+    from interp.lens import logit_lens
+
+    return logit_lens(get_model(spec), get_prompts(spec, key), k=k)
+
+
+@st.cache_data(max_entries=16, show_spinner="Direct logit attribution…")
+def dla(spec: str, key: tuple):
+    from interp.lens import direct_logit_attribution
+
+    return direct_logit_attribution(get_model(spec), get_prompts(spec, key))
+
+
+@st.cache_data(max_entries=32, show_spinner="Caching attention patterns…")
+def patterns(spec: str, key: tuple, example: int):
+    """[layer, head, query, key] for one example, cut at its answer position."""
+    from interp.heads import patterns as all_patterns
+
+    ps = get_prompts(spec, key)
+    n = int(ps.answer_pos[example]) + 1
+    pats = all_patterns(get_model(spec), ps.clean_tokens[example:example + 1, :n])
+    return pats[:, 0]
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring heads…")
+def head_scores(spec: str, kind: str):
+    """Diagonal head scores on repeated random tokens (independent of the prompt set)."""
+    from interp import heads
+
+    model = get_model(spec)
+    seq_len = max(4, min(20, (int(model.cfg.n_ctx) - 1) // 2))
+    fn = {"induction": heads.induction_scores, "previous token": heads.previous_token_scores,
+          "duplicate token": heads.duplicate_token_scores}[kind]
+    return fn(model, seq_len=seq_len, batch=8)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def str_tokens(spec: str, key: tuple, example: int, corrupted: bool = False) -> list[str]:
+    return get_prompts(spec, key).str_tokens(get_model(spec), example, corrupted=corrupted)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the model…")
+def baseline(spec: str, key: tuple) -> dict:
+    """Clean and corrupted metric per example (logit difference answer - wrong)."""
+    import torch
+
+    from interp.metrics import resolve_metric
+
+    model, ps = get_model(spec), get_prompts(spec, key)
+    m = resolve_metric("logit_diff")
+    out = {}
+    with torch.no_grad():
+        out["clean"] = m.from_full(model(ps.clean_tokens), ps).tolist()
+        if ps.corrupted_tokens is not None:
+            out["corrupted"] = m.from_full(model(ps.corrupted_tokens), ps).tolist()
+    return out
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def act_patching(spec: str, key: tuple, target: str, per_position: bool, direction: str):
+    from interp.patching import activation_patching
+
+    return activation_patching(get_model(spec), get_prompts(spec, key), target=target,
+                               per_position=per_position, direction=direction)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def path_patching(spec: str, key: tuple, receivers: tuple | str, receiver_input: str):
+    from interp import patching
+
+    return patching.path_patching(get_model(spec), get_prompts(spec, key),
+                                  receivers=receivers if receivers == "logits" else list(receivers),
+                                  receiver_input=receiver_input)
+
+
+def has_path_patching() -> bool:
+    try:
+        from interp import patching
+
+        return callable(patching.path_patching)
+    except (ImportError, AttributeError):
+        return False
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def ablate(spec: str, key: tuple, components: tuple, method: str):
+    from interp.ablation import ablate as run
+
+    return run(get_model(spec), get_prompts(spec, key), list(components), method=method)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def knockout(spec: str, key: tuple, method: str):
+    from interp.ablation import knockout_sweep
+
+    return knockout_sweep(get_model(spec), get_prompts(spec, key), method=method)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def prune(spec: str, key: tuple, step: float, stop_at: float, metric: str):
+    from interp.ablation import prune_heads
+
+    return prune_heads(get_model(spec), get_prompts(spec, key), step=step, stop_at=stop_at,
+                       metric=metric)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def retrieval(spec: str, lengths: tuple, depths: tuple, max_new_tokens: int):
+    from interp.retrieval import retrieval_scores
+
+    return retrieval_scores(get_model(spec), lengths=list(lengths), depths=list(depths),
+                            max_new_tokens=max_new_tokens)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def masking(spec: str, lengths: tuple, depths: tuple, max_new_tokens: int, k: int, n_random: int,
+            mode: str):
+    from interp.retrieval import masking_experiment
+
+    scores = retrieval(spec, lengths, depths, max_new_tokens)
+    return masking_experiment(get_model(spec), k=k, n_random=n_random, scores=scores, mode=mode,
+                              lengths=list(lengths), depths=list(depths),
+                              max_new_tokens=max_new_tokens)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def edge_attribution(spec: str, key: tuple):
+    from interp.attribution import edge_attribution as run
+
+    return run(get_model(spec), get_prompts(spec, key))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def faithfulness(spec: str, key: tuple, heads: tuple):
+    from interp.circuits import faithfulness as run
+
+    return run(get_model(spec), get_prompts(spec, key), list(heads))
+
+
+def circuit(spec: str, key: tuple, source: str, threshold: float):
+    """(Circuit, scored edges, absolute cut) from the chosen source, keeping |score| >=
+    threshold x the largest |score|. Node-only for activation patching (no edges measured)."""
+    from interp.circuits import Circuit
+    from interp.models import describe
+
+    n_layers = describe(get_model(spec)).n_layers
+    if source == "edge attribution":
+        res = edge_attribution(spec, key)
+        edges = [(s, d, float(w)) for s, d, w in res.edges]
+    elif source.startswith("path patching"):
+        res = path_patching(spec, key, "logits", "q")
+        edges = [(f"L{a}H{b}", "logits", float(res.values[a, b]))
+                 for a in range(res.values.shape[0]) for b in range(res.values.shape[1])]
+    elif source.startswith("activation patching"):
+        res = act_patching(spec, key, "z", False, "denoising")
+        edges = [(f"L{a}H{b}", "", float(res.values[a, b]))
+                 for a in range(res.values.shape[0]) for b in range(res.values.shape[1])]
+    else:
+        raise ValueError(f"unknown circuit source {source!r}")
+    cut = threshold * (max((abs(w) for *_, w in edges), default=0.0) or 1.0)
+    if source.startswith("activation patching"):
+        kept = [s for s, _, w in sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut]
+        return Circuit.from_components(kept, n_layers=n_layers), edges, cut
+    if source == "edge attribution":
+        return res.to_circuit(threshold=cut), edges, cut
+    return Circuit.from_edges(edges, n_layers=n_layers, threshold=cut), edges, cut

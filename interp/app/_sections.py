@@ -1,0 +1,123 @@
+"""Report sections: for each page the user visited, rebuild its figures and numbers from the
+cached results with the settings recorded by that page (nothing is recomputed if cached)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from interp.app import _compute as C
+from interp.app._common import describe_key, get_model, get_prompts
+
+Builder = Callable[[str, tuple, dict], dict[str, Any]]
+BUILDERS: dict[str, tuple[str, Builder]] = {}
+
+
+def builder(page: str, title: str):
+    def deco(fn: Builder) -> Builder:
+        BUILDERS[page] = (title, fn)
+        return fn
+    return deco
+
+
+@builder("model", "Model & prompts")
+def _model(spec: str, key: tuple, s: dict) -> dict:
+    from interp.models import describe
+
+    model, ps = get_model(spec), get_prompts(spec, key)
+    tok = model.tokenizer
+    base = C.baseline(spec, key)
+    numbers = {"mean logit diff (clean)": sum(base["clean"]) / len(base["clean"])}
+    if "corrupted" in base:
+        numbers["mean logit diff (corrupted)"] = sum(base["corrupted"]) / len(base["corrupted"])
+    table = pd.DataFrame({"clean": ps.clean_text or [""] * len(ps),
+                          "answer": [tok.decode([int(i)]) for i in ps.answer_ids],
+                          "logit diff": base["clean"]})
+    return dict(settings={"model": spec, "prompts": describe_key(key)}, numbers=numbers,
+                tables={"prompts": table}, text=describe(model).summary())
+
+
+@builder("attention", "Attention")
+def _attention(spec: str, key: tuple, s: dict) -> dict:
+    from interp.app._figures import attention_grid
+    from interp.viz import attention_figure
+
+    ex = int(s.get("example", 0))
+    layer, head = (int(x) for x in s.get("head", "L0H0")[1:].split("H"))
+    pats, toks = C.patterns(spec, key, ex), C.str_tokens(spec, key, ex)
+    figs = [attention_grid(pats, toks, selected=(layer, head)),
+            attention_figure(pats[layer, head], toks, title=f"L{layer}H{head} on example {ex}")]
+    numbers = {}
+    if s.get("overlay", "none") != "none":
+        sc = C.head_scores(spec, s["overlay"])
+        figs.append(sc.plot(title=f"{s['overlay']} score per head"))
+        best, val = sc.best()
+        numbers = {f"best {s['overlay']} head": f"L{best[0]}H{best[1]}", "best score": val}
+    return dict(settings=s, figures=figs, numbers=numbers)
+
+
+@builder("lens", "Logit lens")
+def _lens(spec: str, key: tuple, s: dict) -> dict:
+    ex = int(s.get("example", 0))
+    res = C.lens(spec, key, int(s.get("k", 5)))
+    ap = int(get_prompts(spec, key).answer_pos[ex])
+    first = res.first_top1_layer(example=ex)
+    ranks = pd.DataFrame({"layer": res.coords["layer"], "target rank": res.target_rank[:, ex, ap].tolist(),
+                          "target prob": res.values[:, ex, ap].tolist()})
+    return dict(settings=s, figures=[res.plot(example=ex)], tables={"target token by layer": ranks},
+                numbers={"first top-1 layer": "never" if first is None else res.coords["layer"][first]})
+
+
+@builder("patching", "Patching")
+def _patching(spec: str, key: tuple, s: dict) -> dict:
+    if s.get("mode") == "path patching":
+        recv = s.get("receivers", "logits")
+        res = C.path_patching(spec, key, recv if recv == "logits" else tuple(recv),
+                              s.get("receiver_input", "q"))
+    else:
+        res = C.act_patching(spec, key, s["target"], bool(s["per_position"]), s["direction"])
+    top = res.top(10)
+    return dict(settings=s, figures=[res.plot()], tables={"top cells": top},
+                numbers={"clean": res.meta["clean"], "corrupted": res.meta["corrupted"],
+                         "largest |score|": float(res.values.abs().max())})
+
+
+@builder("ablation", "Ablation")
+def _ablation(spec: str, key: tuple, s: dict) -> dict:
+    ko = C.knockout(spec, key, s["method"])
+    figs = [ko.plot(title=f"Knockout of each head ({s['method']})")]
+    numbers: dict = {"baseline logit diff": ko.baseline}
+    if s.get("components"):
+        res = C.ablate(spec, key, tuple(s["components"]), s["method"])
+        lo, hi = res.ci[0].tolist()
+        numbers.update({"ablated logit diff": res.ablated, "change": float(res.values[0]),
+                        "change 95% CI": [lo, hi]})
+        tables = {"top predictions before (example 0)": pd.DataFrame(res.top_before[0], columns=["token", "prob"]),
+                  "top predictions after (example 0)": pd.DataFrame(res.top_after[0], columns=["token", "prob"])}
+    else:
+        tables = {}
+    tables["largest knockouts"] = ko.top(10)
+    return dict(settings=s, figures=figs, numbers=numbers, tables=tables)
+
+
+@builder("retrieval", "Retrieval heads")
+def _retrieval(spec: str, key: tuple, s: dict) -> dict:
+    sc = C.retrieval(spec, tuple(s["lengths"]), tuple(s["depths"]), int(s["max_new_tokens"]))
+    above = [f"L{a}H{b}" for a, b in sc.above(float(s["threshold"]))]
+    return dict(settings=s, figures=[sc.plot(title="Retrieval score per head")],
+                numbers={"trials counted": sc.meta["n_accepted"], "trials": sc.meta["n_trials"],
+                         "heads above threshold": above},
+                tables={"ranked heads": sc.ranked().head(10)[["label", "score"]]})
+
+
+@builder("circuit", "Circuit")
+def _circuit(spec: str, key: tuple, s: dict) -> dict:
+    c, _, _ = C.circuit(spec, key, s["source"], float(s["threshold"]))
+    numbers = {"nodes": len(c.nodes), "edges": len(c.edges)}
+    if c.heads():
+        f = C.faithfulness(spec, key, tuple(c.heads()))
+        numbers.update({f"faithfulness: {k}": v for k, v in f.items()})
+    return dict(settings=s, figures=[c.plot()], numbers=numbers,
+                text="nodes: " + ", ".join(c.nodes))

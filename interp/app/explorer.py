@@ -1,0 +1,29 @@
+"""interp Circuit Explorer: explore heads, intervene, and see the effect.
+
+Start it with ``make app`` or ``interp app --model NAME`` (env ``INTERP_MODEL`` picks the model
+it opens with; default: the zoo's ``ioi`` model with a ready IOI prompt set).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from interp.app._common import init_state
+
+st.set_page_config(page_title="interp Circuit Explorer", page_icon=":material/hub:", layout="wide")
+init_state()
+
+PAGES = [
+    st.Page("pages/model.py", title="Model & prompts", icon=":material/tune:", default=True),
+    st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
+    st.Page("pages/patching.py", title="Patching", icon=":material/swap_horiz:"),
+    st.Page("pages/ablation.py", title="Ablation", icon=":material/content_cut:"),
+    st.Page("pages/lens.py", title="Logit lens", icon=":material/layers:"),
+    st.Page("pages/retrieval.py", title="Retrieval heads", icon=":material/search:"),
+    st.Page("pages/circuit.py", title="Circuit", icon=":material/hub:"),
+    st.Page("pages/export.py", title="Export report", icon=":material/download:"),
+]
+page = st.navigation(PAGES)
+with st.sidebar:
+    st.caption(f"model **{st.session_state.model_spec}** · change it on *Model & prompts*")
+page.run()

@@ -1,0 +1,10 @@
+"""Circuit graphs and their faithfulness.
+
+A :class:`Circuit` is built from scored edges (edge attribution, path patching) or from a set of
+components, drawn as a layered plotly network, exported as JSON or Graphviz DOT, and checked with
+:func:`faithfulness`.
+"""
+
+from interp.circuits._circuit import Circuit, faithfulness
+
+__all__ = ["Circuit", "faithfulness"]

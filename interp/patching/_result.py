@@ -1,0 +1,100 @@
+"""The result of activation patching, path patching and attribution patching, and the checks and
+normalisation they share.
+
+Normalisation (Heimersheim & Nanda 2024): denoising scores ``(m - m_corr) / (m_clean - m_corr)``
+(0 = no effect, 1 = fully restored); noising scores ``(m - m_clean) / (m_clean - m_corr)``
+(0 = no effect, -1 = fully broken). Per-example scores are paired: each example's metric minus
+*its own* base-run metric, over the batch-mean gap, so their mean is the cell's score and a patch
+that changes nothing scores exactly 0 on every example.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from interp.metrics import MetricSpec, bootstrap_ci, normalise_paired
+from interp.prompts import PromptSet
+from interp.results import Result
+
+
+@dataclass(kw_only=True)
+class PatchingResult(Result):
+    """``values``: normalised score per cell; ``raw``: mean metric per cell; ``per_example``:
+    normalised per-example scores (their mean is ``values``); ``ci``: bootstrap CI of the mean.
+    ``meta`` holds ``clean``/``corrupted`` baselines (batch means and per example), ``direction``,
+    ``target``, ``metric``."""
+
+    raw: Tensor | None = None
+    raw_per_example: Tensor | None = None
+    value_name = "score"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.raw is not None:
+            self.raw = torch.as_tensor(self.raw).detach().cpu()
+            if tuple(self.raw.shape) != tuple(self.values.shape):
+                raise ValueError("raw must have the same shape as values")
+
+    def to_frame(self):
+        df = super().to_frame()
+        if self.raw is not None:
+            df["raw"] = self.raw.reshape(-1).float().numpy()
+        return df
+
+
+def prepare_pairs(model, prompts: PromptSet, metric: MetricSpec, direction: str):
+    if not isinstance(prompts, PromptSet):
+        raise TypeError("prompts must be a PromptSet (e.g. interp.prompts.ioi(model, 8) or "
+                        "PromptSet.from_pairs(...)).")
+    if direction not in ("denoising", "noising"):
+        raise ValueError(f"direction must be 'denoising' or 'noising', got {direction!r}.")
+    corrupted = prompts.require_corrupted()
+    if corrupted.shape != prompts.clean_tokens.shape:
+        raise ValueError(
+            f"clean tokens {tuple(prompts.clean_tokens.shape)} and corrupted tokens "
+            f"{tuple(corrupted.shape)} differ in shape; patching needs position-aligned pairs. "
+            "Use a corruption of the same token length (e.g. swap names of one token each)."
+        )
+    prompts.check(model)
+    device = model.cfg.device
+    return prompts.clean_tokens.to(device), corrupted.to(device)
+
+
+def pos_labels(model, prompts: PromptSet) -> list[str]:
+    tok = getattr(model, "tokenizer", None)
+    toks = prompts.clean_tokens[0]
+    if tok is None:
+        return [str(p) for p in range(len(toks))]
+    return [f"{p}:{tok.decode([int(t)])}" for p, t in enumerate(toks)]
+
+
+def finish(values_pe: Tensor, dims, coords, meta, clean_pe, corr_pe, direction) -> PatchingResult:
+    """values_pe: raw metric [*cells, batch]."""
+    clean_m, corr_m = clean_pe.mean(), corr_pe.mean()
+    meta = dict(meta)
+    if abs(float(clean_m - corr_m)) < 1e-8:
+        warnings.warn("clean and corrupted metrics are equal, so the normalised score is "
+                      "undefined (values are NaN; raw metric values are in .raw). Use a "
+                      "corruption that changes the answer.", stacklevel=3)
+        norm_pe = torch.full_like(values_pe, float("nan"))
+        meta["normalised"] = False
+    else:
+        norm_pe = normalise_paired(values_pe.float(), clean_pe.float(), corr_pe.float(), direction)
+        meta["normalised"] = True
+    meta.update({
+        "clean": float(clean_m), "corrupted": float(corr_m),
+        "clean_per_example": clean_pe.tolist(), "corrupted_per_example": corr_pe.tolist(),
+        "direction": direction,
+        "normalisation": ("per example: (m_i - corrupted_i) / (mean clean - mean corrupted)"
+                          if direction == "denoising"
+                          else "per example: (m_i - clean_i) / (mean clean - mean corrupted)"),
+    })
+    return PatchingResult(values=norm_pe.mean(-1), dims=dims, coords=coords, meta=meta,
+                          per_example=norm_pe, ci=bootstrap_ci(norm_pe), raw=values_pe.mean(-1),
+                          raw_per_example=values_pe)
+
+
