@@ -21,7 +21,7 @@ import sys
 import torch
 from _common import Report, head_label, load, parse_args, table
 
-THRESHOLD = 0.4  # ARENA's induction / previous-token threshold (METHODS.md section 2)
+THRESHOLD = 0.4  # the usual induction / previous-token threshold (ARENA's tutorials)
 
 
 def second_half_loss(model, tokens: torch.Tensor, seq_len: int) -> float:

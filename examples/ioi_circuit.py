@@ -10,7 +10,7 @@ circuit mean-ablated (interp.circuits.faithfulness), against random head sets of
 
 Checks use ranges with reasons independent of this run (the zoo card's targets, the paper's
 claims, the structure of a causal transformer). With --model gpt2 (weights must be on the
-machine) the classes are compared with the paper's (METHODS.md section 7).
+machine) the classes are compared with the paper's.
 
 Run: python examples/ioi_circuit.py [--fast] [--model ioi|gpt2]
 """
@@ -23,7 +23,7 @@ import sys
 import torch
 from _common import Report, head_label, load, parse_args, table
 
-# Wang et al. 2022, ioi_circuit_extraction.py CIRCUIT (METHODS.md section 7), GPT-2 small.
+# The circuit of Wang et al. 2022 (GPT-2 small), by class.
 PAPER_CLASSES = {
     "name mover": ["L9H9", "L9H6", "L10H0"],
     "backup name mover": ["L9H0", "L9H7", "L10H1", "L10H2", "L10H6", "L10H10", "L11H2", "L11H9"],

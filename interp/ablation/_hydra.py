@@ -1,5 +1,5 @@
 """Direct versus total effect of components: the Hydra effect (McGrath et al. 2023) and
-self-repair (Rushing & Nanda 2024). METHODS.md §5.
+self-repair (Rushing & Nanda 2024).
 
 Target: each prompt's clean top-1 token ``t*`` at its answer position. ``c~`` is a resample
 ablation of component ``c`` (its activation on another prompt of the distribution).

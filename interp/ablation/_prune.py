@@ -1,5 +1,5 @@
 """Head importance and greedy pruning (Michel, Levy & Neubig 2019, "Are Sixteen Heads Really
-Better than One?"), following the normalisation of the HF ``bertology`` port (METHODS.md §5).
+Better than One?"), following the normalisation of the HF ``bertology`` port.
 
 A gate ``xi[layer, head]`` (1 by default, 0 for a pruned head) multiplies each query head's
 ``hook_z`` slice. Importance ``I_h`` is ``|d loss / d xi_h|`` accumulated per batch, divided by

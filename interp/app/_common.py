@@ -1,6 +1,6 @@
 """Shared plumbing of the explorer: cached model and prompts, the current selection, errors.
 
-Rules (DESIGN.md rule 11): the model lives in ``st.cache_resource(max_entries=1)``; results in
+Rules: the model lives in ``st.cache_resource(max_entries=1)``; results in
 ``st.cache_data`` keyed by (model spec, prompt key, options) -- see ``interp/app/_compute.py``;
 ``st.session_state`` holds only UI selections (model spec, prompt key, per-page settings).
 """

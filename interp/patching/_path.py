@@ -1,4 +1,4 @@
-"""Path patching (Wang et al. 2022; METHODS.md section 3), many senders per forward.
+"""Path patching (Wang et al. 2022), many senders per forward.
 
 For every sender head s (orig = clean prompt, new = corrupted prompt):
 
