@@ -116,14 +116,35 @@ def source_values(
         act = cache[name].detach()
         if method == "resample":
             out[name] = act
-        elif per_position:
-            out[name] = act.mean(0, keepdim=True)
         else:
-            assert answer_pos is not None
-            real = torch.arange(act.shape[1], device=act.device)[None] <= answer_pos.to(act.device)[:, None]
-            w = real.to(act.dtype).view(*real.shape, *([1] * (act.ndim - 2)))
-            out[name] = ((act * w).sum((0, 1)) / w.sum((0, 1))).view(1, 1, *act.shape[2:])
+            out[name] = mean_activation(act, answer_pos, per_position=per_position)
     return out
+
+
+def mean_activation(
+    act: Float[Tensor, "batch pos *rest"], answer_pos: Int[Tensor, " batch"] | None, *,
+    per_position: bool,
+) -> Float[Tensor, "1 pos_or_1 *rest"]:
+    """The mean activation of a batch, never counting padding: a position is real for an
+    example up to its answer position (prompts are padded at the end). ``per_position``: the
+    mean over the examples for which the position is real, ``[1, pos, ...]`` (a position no
+    example reaches gets the mean over every real token); else the mean over every real token,
+    ``[1, 1, ...]``. Without ``answer_pos`` every position counts. The one mean-ablation
+    statistic of the library (ablation, knockout sweeps, circuit faithfulness)."""
+    b, n_pos = act.shape[:2]
+    if answer_pos is None:
+        real = torch.ones(b, n_pos, dtype=torch.bool, device=act.device)
+    else:
+        ap = answer_pos.to(act.device)
+        real = torch.arange(n_pos, device=act.device)[None] <= ap[:, None]
+    w = real.to(act.dtype).view(b, n_pos, *([1] * (act.ndim - 2)))
+    overall = (act * w).sum((0, 1)) / w.sum((0, 1)).clamp_min(1)
+    if not per_position:
+        return overall.reshape(1, 1, *act.shape[2:])
+    count = w.sum(0)  # [pos, 1, ...]
+    per_pos = (act * w).sum(0) / count.clamp_min(1)
+    per_pos = torch.where(count > 0, per_pos, overall.expand_as(per_pos))
+    return per_pos.unsqueeze(0)
 
 
 def _fit_positions(src: Tensor, n_pos: int, name: str) -> Tensor:

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import torch
 
 from interp import hooks as H
+from interp.ablation._components import mean_activation
 from interp.metrics import MetricSpec, resolve_metric
 from interp.models import describe
 from interp.prompts import PromptSet
@@ -130,11 +131,14 @@ class Circuit:
         return fig
 
 
-def _mean_z(model, tokens: torch.Tensor, n_layers: int) -> dict[int, torch.Tensor]:
+def _mean_z(model, tokens: torch.Tensor, answer_pos: torch.Tensor,
+            n_layers: int) -> dict[int, torch.Tensor]:
+    """Per-position mean of every layer's z over the prompts, padding excluded: [pos, head, d]."""
     names = [H.z(layer) for layer in range(n_layers)]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    return {layer: cache[H.z(layer)].mean(0) for layer in range(n_layers)}  # [pos, head, d_head]
+    return {layer: mean_activation(cache[H.z(layer)], answer_pos, per_position=True)[0]
+            for layer in range(n_layers)}
 
 
 def faithfulness(
@@ -154,7 +158,7 @@ def faithfulness(
         info.check_head(layer, head)
     corrupted = prompts.require_corrupted()
     m = resolve_metric(metric)
-    means = _mean_z(model, corrupted, info.n_layers) if ablation == "mean" else None
+    means = _mean_z(model, corrupted, prompts.answer_pos, info.n_layers) if ablation == "mean" else None
 
     def hook_for(layer: int):
         drop = [h for h in range(info.n_heads) if (layer, h) not in keep]
