@@ -50,6 +50,32 @@ def _decode(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_
     return logits
 
 
+def _rowdot(a: Float[Tensor, "... v"], b: Float[Tensor, "... v"]) -> Float[Tensor, "..."]:
+    """``(a * b).sum(-1)`` without materialising the product (one matrix-vector pass)."""
+    flat = torch.bmm(a.reshape(-1, 1, a.shape[-1]), b.reshape(-1, b.shape[-1], 1))
+    return flat.reshape(a.shape[:-1])
+
+
+def _lens_row(logits: Float[Tensor, "batch pos d_vocab"], tgt: Tensor, k: int, p_final: Tensor,
+              neg_h_final: Tensor, rows: dict[str, list]) -> None:
+    """Top-k, target probability and rank, entropy and KL(final || layer) of one layer's
+    logits, in log space (no probability underflows to an infinite KL) and with about five
+    passes over the full-vocabulary tensor: logsumexp, one exp, two row dot products, top-k
+    and one comparison."""
+    lse = logits.logsumexp(-1, keepdim=True)
+    top = logits.topk(k, dim=-1)
+    t_logit = logits.gather(-1, tgt[..., None])
+    rows["top_ids"].append(top.indices)
+    rows["top_probs"].append((top.values - lse).exp())
+    rows["tprob"].append((t_logit - lse).exp()[..., 0])
+    rows["rank"].append((logits >= t_logit).sum(-1))
+    prob = (logits - lse).exp_()
+    # H = lse - sum p * logits;  KL = sum p_f log p_f - sum p_f * (logits - lse)
+    rows["ent"].append(lse[..., 0] - _rowdot(prob, logits))
+    rows["kl"].append((neg_h_final - _rowdot(p_final, logits) + lse[..., 0]).clamp_min(0))
+    del prob
+
+
 @dataclass(kw_only=True)
 class LogitLensResult(Result):
     """values = probability of the target token, [layer, example, pos] (rows L0.., final)."""
@@ -113,8 +139,8 @@ def logit_lens(
     b, p = tokens.shape
     names = [H.resid_pre(layer) for layer in range(info.n_layers)] + [H.resid_post(info.n_layers - 1)]
     with torch.no_grad():
-        final_logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-        final_logp = final_logits.float().log_softmax(-1)
+        cached = set(names[:-1])  # the final row reads the model's own logits
+        final_logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in cached)
         if isinstance(target, Tensor):
             tgt = target.to(tokens.device)[:, None].expand(b, p)
         elif target == "final_top1":
@@ -124,21 +150,16 @@ def logit_lens(
         else:  # raw tokens: the next token, the last position its own top-1
             tgt = torch.cat([tokens[:, 1:], final_logits[:, -1:].argmax(-1)], dim=1)
         rows = {key: [] for key in ("top_ids", "top_probs", "rank", "kl", "ent", "tprob")}
-        v = final_logits.shape[-1]
-        clip = 1.0 / (10 * v)
-        p_final = final_logp.exp().clamp(min=clip)
-        for name in names:
-            logits = _decode(model, cache[name]).float()
-            logp = logits.log_softmax(-1)
-            prob = logp.exp()
-            top = prob.topk(k, dim=-1)
-            t_logit = logits.gather(-1, tgt[..., None])
-            rows["top_ids"].append(top.indices)
-            rows["top_probs"].append(top.values)
-            rows["rank"].append((logits >= t_logit).sum(-1))
-            rows["kl"].append((p_final * (p_final.log() - prob.clamp(min=clip).log())).sum(-1))
-            rows["ent"].append(-(prob * logp.clamp(min=-1e9)).nan_to_num().sum(-1))
-            rows["tprob"].append(prob.gather(-1, tgt[..., None])[..., 0])
+        final = final_logits.float()
+        final_lse = final.logsumexp(-1, keepdim=True)
+        p_final = (final - final_lse).exp_()
+        # sum_v p_final * log p_final: the constant part of every layer's KL
+        neg_h_final = _rowdot(p_final, final) - final_lse[..., 0]
+        for i, name in enumerate(names):
+            # the last row is the model's own output: reuse its logits (no extra unembedding)
+            logits = final if i == len(names) - 1 else _decode(model, cache[name]).float()
+            _lens_row(logits, tgt, k, p_final, neg_h_final, rows)
+            del logits
     stack = {key: torch.stack(val) for key, val in rows.items()}
     tok = getattr(model, "tokenizer", None)
     pos_labels: list = list(range(p))

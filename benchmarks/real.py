@@ -1,0 +1,247 @@
+"""Every public method on real model shapes, as forward-equivalents and memory multiples.
+
+Models: random-init Hugging Face directories with the shapes of GPT-2 small (12 layers x 12
+heads, d_model 768, vocab 50,257) and Qwen2.5-0.5B (24 layers, 14 query / 2 key-value heads,
+d_model 896, vocab 151,936), saved once under ``$INTERP_BENCH_DIR`` (default
+``~/.cache/interp/bench-models``) and loaded with ``interp.load_model(dir)``, the path a Hub
+model takes. Prompts: 16 IOI prompts of the zoo's language (mixed templates, ~20 tokens).
+
+For each method: its time divided by the time of one plain forward of the same batch measured
+in the same run (``fwd``), and its peak resident memory above the RSS before the call, as a
+multiple of the same for one ``run_with_cache`` of every hook (``mem``; sampled every
+millisecond in a thread, in this process: memory the allocator kept from an earlier call is
+reused without showing, so the multiples are lower bounds). Where transformer-lens has the same
+computation it runs on the same inputs and the ratio is printed (``vs_tl``: its time / ours).
+
+Run: ``python benchmarks/real.py [--shapes gpt2,qwen] [--tl-patching]``. The last line is
+``real: lens_fwd=<x> eap_fwd=<y> atp_fwd=<z> path_fwd_per_sender=<p> heads_ioi_vs_tl=<h>
+worst_mem_ratio=<m> max_abs_diff=<d>`` (the worst / largest over the shapes run;
+``heads_ioi_vs_tl`` needs ``--tl-patching``, else ``nan``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+warnings.filterwarnings("ignore")
+
+SHAPES = {
+    "gpt2": dict(kind="gpt2", n_layer=12, n_head=12, n_embd=768, vocab=50257),
+    "qwen": dict(kind="qwen2", n_layer=24, n_head=14, n_kv=2, n_embd=896, d_mlp=4864,
+                 vocab=151936),
+}
+
+
+def _bench_dir() -> Path:
+    return Path(os.environ.get("INTERP_BENCH_DIR", Path.home() / ".cache/interp/bench-models"))
+
+
+def model_dir(name: str) -> Path:
+    """A random-init HF directory of the shape (made once, reused)."""
+    import transformers as T
+
+    from interp.models.train.languages import save_tokenizer
+
+    spec = SHAPES[name]
+    out = _bench_dir() / name
+    if (out / "config.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    if spec["kind"] == "gpt2":
+        cfg = T.GPT2Config(n_layer=spec["n_layer"], n_head=spec["n_head"], n_embd=spec["n_embd"],
+                           n_positions=4096, vocab_size=spec["vocab"], bos_token_id=0,
+                           eos_token_id=0, pad_token_id=0)
+        model = T.GPT2LMHeadModel(cfg)
+    else:
+        cfg = T.Qwen2Config(vocab_size=spec["vocab"], hidden_size=spec["n_embd"],
+                            intermediate_size=spec["d_mlp"], num_hidden_layers=spec["n_layer"],
+                            num_attention_heads=spec["n_head"], num_key_value_heads=spec["n_kv"],
+                            max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6,
+                            tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
+                            pad_token_id=0)
+        model = T.Qwen2ForCausalLM(cfg)
+    model.eval().save_pretrained(out, safe_serialization=True)
+    save_tokenizer(out)
+    return out
+
+
+class PeakRSS:
+    """Peak resident set size above the value at entry, sampled every millisecond."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.peak = 0
+
+    def __enter__(self):
+        self._base = self._proc.memory_info().rss
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop:
+            self.peak = max(self.peak, self._proc.memory_info().rss - self._base)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss - self._base)
+
+
+def measure(fn, repeat: int = 1):
+    """(result, seconds (best of ``repeat``), peak bytes above the start)."""
+    best, out, peak = math.inf, None, 0
+    for _ in range(repeat):
+        with PeakRSS() as m:
+            t = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t)
+        peak = max(peak, m.peak)
+    return out, best, peak
+
+
+def _tl_logit_diff(ps):
+    def metric(logits):  # one example's logits [1, pos, vocab] or the batch
+        rows = torch.arange(logits.shape[0])
+        ap = ps.answer_pos[: logits.shape[0]]
+        row = logits[rows, ap]
+        return (row[rows, ps.answer_ids[: len(rows)]] - row[rows, ps.wrong_ids[: len(rows)]]).mean()
+
+    return metric
+
+
+def run_shape(name: str, *, tl_patching: bool) -> tuple[list[dict], dict]:
+    import interp
+    from interp import prompts as P
+    from interp.ablation import knockout_sweep
+    from interp.attribution import attribution_patching, edge_attribution
+    from interp.heads import induction_scores
+    from interp.lens import direct_logit_attribution, logit_lens
+    from interp.patching import activation_patching, path_patching
+
+    model = interp.load_model(model_dir(name))
+    ps = P.ioi(model, 16, seed=0)
+    tokens = ps.clean_tokens
+    with torch.no_grad():
+        model(tokens)  # warm-up
+        _, f_time, _ = measure(lambda: model(tokens), repeat=3)
+        _, _, cache_mem = measure(lambda: model.run_with_cache(tokens))
+    rows: list[dict] = []
+    summary: dict = {"max_abs_diff": 0.0}
+
+    def add(method: str, fn, *, tl=None, compare=None):
+        out, t, mem = measure(fn)
+        row = {"shape": name, "method": method, "seconds": round(t, 2),
+               "fwd": round(t / f_time, 2), "mem": round(mem / max(cache_mem, 1), 2)}
+        if tl is not None:
+            ref, t_tl, _ = measure(tl)
+            row["vs_tl"] = round(t_tl / t, 2)
+            if compare is not None:
+                d = float(compare(out, ref))
+                row["max_abs_diff"] = d
+                summary["max_abs_diff"] = max(summary["max_abs_diff"], d)
+        rows.append(row)
+        print(row, flush=True)
+        return out
+
+    add("logit_lens", lambda: logit_lens(model, ps), tl=lambda: _tl_lens(model, ps))
+    add("direct_logit_attribution", lambda: direct_logit_attribution(model, ps))
+    add("attribution_patching(z)", lambda: attribution_patching(model, ps, target="z"))
+    add("edge_attribution", lambda: edge_attribution(model, ps), tl=lambda: _tl_edges(model, ps))
+    n_send = model.cfg.n_layers * model.cfg.n_heads
+    res = add("path_patching(logits)", lambda: path_patching(model, ps, receivers="logits"))
+    rows[-1]["fwd_per_sender"] = round(rows[-1]["fwd"] / n_send, 3)
+    summary["path_fwd_per_sender"] = rows[-1]["fwd_per_sender"]
+    del res
+    tl = (lambda: _tl_heads(model, ps)) if tl_patching else None
+    add("activation_patching(z, all pos)",
+        lambda: activation_patching(model, ps, target="z", per_position=False),
+        tl=tl, compare=(lambda o, r: (o.raw - r.cpu()).abs().max()) if tl_patching else None)
+    add("activation_patching(resid_pre)", lambda: activation_patching(model, ps))
+    add("knockout_sweep(mean)", lambda: knockout_sweep(model, ps, method="mean"))
+    add("induction_scores", lambda: induction_scores(model, seq_len=20, batch=16))
+    for r in rows:
+        r["cache_mb"] = round(cache_mem / 2**20)
+    by = {r["method"]: r for r in rows}
+    summary.update(lens_fwd=by["logit_lens"]["fwd"], eap_fwd=by["edge_attribution"]["fwd"],
+                   atp_fwd=by["attribution_patching(z)"]["fwd"],
+                   heads_ioi_vs_tl=by["activation_patching(z, all pos)"].get("vs_tl", math.nan),
+                   worst_mem_ratio=max(r["mem"] for r in rows), forward_s=f_time)
+    return rows, summary
+
+
+def _tl_lens(model, ps):
+    from transformer_lens.tools.analysis import logit_lens as tl_logit_lens
+
+    with torch.no_grad():
+        return tl_logit_lens(model, ps.clean_tokens, positions=None, return_type="probs",
+                             top_k=5)
+
+
+def _tl_edges(model, ps):
+    from transformer_lens.tools.analysis.attribution_patching import (
+        EdgeAttributionConfig,
+        attribution_patch,
+    )
+
+    def metric(logits):  # one example: [1, pos, vocab]; fixed columns (timing only)
+        return logits[0, -1, 0] - logits[0, -1, 1]
+
+    return attribution_patch(model, ps.clean_tokens, ps.require_corrupted(), metric,
+                             EdgeAttributionConfig(granularity="edge"))
+
+
+def _tl_heads(model, ps):
+    from transformer_lens import patching as TLP
+
+    metric = _tl_logit_diff(ps)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ps.clean_tokens)
+        return TLP.get_act_patch_attn_head_out_all_pos(model, ps.require_corrupted(), cache,
+                                                       lambda lg: metric(lg))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="gpt2,qwen")
+    ap.add_argument("--tl-patching", action="store_true",
+                    help="also time transformer-lens's head sweep (n_layers x n_heads forwards)")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows, sums = [], []
+    for name in args.shapes.split(","):
+        r, s = run_shape(name.strip(), tl_patching=args.tl_patching)
+        rows += r
+        sums.append(s)
+    print(pd.DataFrame(rows).to_string(index=False))
+    for s, name in zip(sums, args.shapes.split(",")):
+        print(f"{name}: one forward = {s['forward_s']:.3f} s")
+
+    def worst(key, f=max):
+        vals = [s[key] for s in sums if not math.isnan(s.get(key, math.nan))]
+        return f(vals) if vals else math.nan
+
+    print(f"real: lens_fwd={worst('lens_fwd'):.2f} eap_fwd={worst('eap_fwd'):.2f} "
+          f"atp_fwd={worst('atp_fwd'):.2f} "
+          f"path_fwd_per_sender={worst('path_fwd_per_sender'):.3f} "
+          f"heads_ioi_vs_tl={worst('heads_ioi_vs_tl', min):.2f} "
+          f"worst_mem_ratio={worst('worst_mem_ratio'):.2f} "
+          f"max_abs_diff={worst('max_abs_diff'):.2e}")
+
+
+if __name__ == "__main__":
+    main()
