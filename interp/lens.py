@@ -193,6 +193,7 @@ class DLAResult(Result):
 
     others: Tensor | None = None  # [n_other]
     other_labels: list | None = None
+    others_per_example: Tensor | None = None  # [n_other, batch]
     value_name = "dla"
 
     def total(self) -> float:
@@ -208,6 +209,23 @@ class DLAResult(Result):
         if self.others is not None:
             rows += [{"component": lbl, "dla": float(x)} for lbl, x in zip(self.other_labels, self.others)]
         return pd.DataFrame(rows)
+
+    def accumulated(self) -> tuple[list[str], Tensor]:
+        """The logit difference carried by the residual stream after the embeddings and after
+        each layer (frozen final-norm scale): cumulative sums of the components, one row per
+        example, ``[n_layers + 1, batch]``. The last row plus the remainder (norm and unembed
+        biases) is the model's logit difference."""
+        if self.per_example is None or self.others_per_example is None:
+            raise ValueError("accumulated() needs per-example values (from "
+                             "direct_logit_attribution).")
+        labels = list(self.other_labels)
+        rows = [self.others_per_example[labels.index("embed")]]
+        for layer in range(self.values.shape[0]):
+            step = self.per_example[layer].sum(0)
+            step = step + self.others_per_example[labels.index(f"attn_bias{layer}")]
+            step = step + self.others_per_example[labels.index(f"MLP{layer}")]
+            rows.append(rows[-1] + step)
+        return ["embed"] + [f"after L{layer}" for layer in range(self.values.shape[0])], torch.stack(rows)
 
     def plot_bars(self, title: str | None = None) -> go.Figure:
         df = self.components_frame()
@@ -301,7 +319,7 @@ def direct_logit_attribution(
             "note": "logit difference before the final softcap (if any); final-norm scale frozen"}
     res = DLAResult(
         values=heads.mean(-1), dims=("layer", "head"), per_example=heads, meta=meta,
-        others=others_t.mean(-1), other_labels=labels,
+        others=others_t.mean(-1), other_labels=labels, others_per_example=others_t,
     )
     if source_positions:
         res.meta["per_source"] = torch.stack(per_source).tolist()  # [layer, head, key_pos]

@@ -308,3 +308,18 @@ def test_report_module_does_not_import_streamlit():
         if f.is_relative_to(pkg / "app"):
             continue  # the explorer is the one place that imports streamlit
         assert "import streamlit" not in f.read_text(), f
+
+
+def test_dla_page_shows_heads_and_the_logit_difference_by_layer():
+    at = page(app(), "dla")
+    assert at.title[0].value == "Direct logit attribution"
+    m = metrics(at)
+    model_ld, total = float(m["model logit difference"]), float(m["sum of components"])
+    assert abs(model_ld - total) < 1e-2  # the components add up to the model's logit difference
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert any("per head" in t for t in titles)
+    by_layer = next(c for c in charts(at) if "by layer" in c["layout"]["title"]["text"])
+    from interp.models import DEFAULT_MODEL, zoo_path
+
+    n_layers = json.loads((zoo_path(DEFAULT_MODEL) / "config.json").read_text())["n_layer"]
+    assert len(by_layer["data"][-1]["y"]) == n_layers + 1  # after the embeddings + each layer

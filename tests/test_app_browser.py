@@ -36,6 +36,7 @@ PAGES = [
     ("patching", "Patching", "interp.patching", ".js-plotly-plot"),
     ("ablation", "Ablation", "interp.ablation", ".js-plotly-plot"),
     ("lens", "Logit lens", None, ".js-plotly-plot"),
+    ("dla", "Direct logit attribution", None, ".js-plotly-plot"),
     ("retrieval", "Retrieval heads", "interp.retrieval", ".js-plotly-plot"),
     ("circuit", "Circuit", "interp.attribution", ".js-plotly-plot"),
     ("export", "Export report", None, "[data-testid='stDownloadButton']"),

@@ -19,6 +19,7 @@ PAGES = [
     st.Page("pages/patching.py", title="Patching", icon=":material/swap_horiz:"),
     st.Page("pages/ablation.py", title="Ablation", icon=":material/content_cut:"),
     st.Page("pages/lens.py", title="Logit lens", icon=":material/layers:"),
+    st.Page("pages/dla.py", title="Direct logit attribution", icon=":material/bar_chart:"),
     st.Page("pages/retrieval.py", title="Retrieval heads", icon=":material/search:"),
     st.Page("pages/circuit.py", title="Circuit", icon=":material/hub:"),
     st.Page("pages/export.py", title="Export report", icon=":material/download:"),

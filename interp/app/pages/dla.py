@@ -1,0 +1,45 @@
+"""Direct logit attribution: which heads and MLPs write the answer directly, and how the
+logit difference builds up layer by layer."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from interp.app import _compute as C
+from interp.app._common import guard, header, remember
+
+spec, model, key, prompts = header(
+    "Direct logit attribution",
+    "Each head's and MLP's direct contribution to the logit difference (answer - wrong) at the "
+    "answer position, through the final norm with its scale frozen from the clean run.")
+if prompts.wrong_ids is None:
+    st.info("These prompts have no wrong answer, so there is no logit difference to attribute. "
+            "Pick a prompt set with a wrong answer (e.g. IOI) on *Model & prompts*.")
+    st.stop()
+remember("dla", {})
+res = guard("Direct logit attribution", C.dla, spec, key)
+
+labels, acc = res.accumulated()
+mean = acc.mean(-1)
+c1, c2, c3 = st.columns(3)
+c1.metric("model logit difference", f"{res.meta['model_logit_diff']:.3f}")
+c2.metric("sum of components", f"{res.total():.3f}")
+top = res.top(1)
+c3.metric("largest head", f"{top.iloc[0]['layer_label'] if 'layer_label' in top else ''}"
+          f"{top.iloc[0]['head_label'] if 'head_label' in top else ''}",
+          f"{float(top.iloc[0][res.value_name]):+.3f}")
+st.plotly_chart(res.plot(title="Direct logit attribution per head (mean over prompts)"),
+                key="dla_heads")
+fig = go.Figure()
+for e in range(min(acc.shape[1], 16)):
+    fig.add_trace(go.Scatter(x=labels, y=acc[:, e].tolist(), mode="lines",
+                             line=dict(width=1, color="rgba(120,120,120,0.35)"),
+                             name=f"example {e}", showlegend=False))
+fig.add_trace(go.Scatter(x=labels, y=mean.tolist(), mode="lines+markers", name="mean",
+                         line=dict(width=3)))
+fig.update_layout(title="Logit difference carried by the residual stream, by layer",
+                  yaxis_title="logit difference", height=360)
+a, b = st.columns(2)
+a.plotly_chart(fig, key="dla_by_layer")
+b.plotly_chart(res.plot_bars(), key="dla_others")
