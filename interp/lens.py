@@ -51,29 +51,31 @@ def _decode(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_
 
 
 def _rowdot(a: Float[Tensor, "... v"], b: Float[Tensor, "... v"]) -> Float[Tensor, "..."]:
-    """``(a * b).sum(-1)`` without materialising the product (one matrix-vector pass)."""
-    flat = torch.bmm(a.reshape(-1, 1, a.shape[-1]), b.reshape(-1, b.shape[-1], 1))
-    return flat.reshape(a.shape[:-1])
+    """``(a * b).sum(-1)`` without materialising the product."""
+    return torch.einsum("...v,...v->...", a, b)
 
 
 def _lens_row(logits: Float[Tensor, "batch pos d_vocab"], tgt: Tensor, k: int, p_final: Tensor,
               neg_h_final: Tensor, rows: dict[str, list]) -> None:
     """Top-k, target probability and rank, entropy and KL(final || layer) of one layer's
-    logits, in log space (no probability underflows to an infinite KL) and with about five
-    passes over the full-vocabulary tensor: logsumexp, one exp, two row dot products, top-k
-    and one comparison."""
-    lse = logits.logsumexp(-1, keepdim=True)
+    logits, in log space (no probability underflows to an infinite KL) with about six passes
+    over the full-vocabulary tensor: log-softmax, top-k, one comparison, one in-place exp and
+    two row dot products."""
+    logp = logits.log_softmax(-1)
     top = logits.topk(k, dim=-1)
+    # log-sum-exp read off at the top-1 token, where log p is closest to 0 (most precise)
+    lse = top.values[..., :1] - logp.gather(-1, top.indices[..., :1])
     t_logit = logits.gather(-1, tgt[..., None])
     rows["top_ids"].append(top.indices)
     rows["top_probs"].append((top.values - lse).exp())
     rows["tprob"].append((t_logit - lse).exp()[..., 0])
-    rows["rank"].append((logits >= t_logit).sum(-1))
-    prob = (logits - lse).exp_()
-    # H = lse - sum p * logits;  KL = sum p_f log p_f - sum p_f * (logits - lse)
-    rows["ent"].append(lse[..., 0] - _rowdot(prob, logits))
+    rows["rank"].append((logits >= t_logit).sum(-1, dtype=torch.int32).long())
+    # KL = sum p_f log p_f - sum p_f * (logits - lse)
     rows["kl"].append((neg_h_final - _rowdot(p_final, logits) + lse[..., 0]).clamp_min(0))
-    del prob
+    prob = logp.exp_()  # in place: log p is not needed any more
+    # H = lse - sum p * logits
+    rows["ent"].append(lse[..., 0] - _rowdot(prob, logits))
+    del prob, logp
 
 
 @dataclass(kw_only=True)
@@ -166,8 +168,11 @@ def logit_lens(
     top_tokens = None
     if tok is not None:
         pos_labels = [tok.decode([int(t)]) for t in tokens[0]]
-        top_tokens = [[[tok.decode([int(t)]) for t in stack["top_ids"][layer, e, :, 0]]
-                       for e in range(b)] for layer in range(len(names))]
+        top1 = stack["top_ids"][..., 0]
+        # decode each distinct id once (a tokenizer call per cell costs more than the lens)
+        text = {i: tok.decode([i]) for i in torch.unique(top1).tolist()}
+        top_tokens = [[[text[i] for i in row] for row in layer_ids]
+                      for layer_ids in top1.tolist()]
     return LogitLensResult(
         values=stack["tprob"], dims=("layer", "example", "pos"),
         coords={"layer": [f"L{i}" for i in range(info.n_layers)] + ["final"],
