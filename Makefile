@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.interp-installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[app,dev]"
+	$(PY) -m pip install -q -e ".[app,dev,distributed]"
 	@touch $(STAMP)
 
 install: $(STAMP)
