@@ -236,9 +236,9 @@ def faithfulness(
     keep = {(h.layer, h.head) for h in keep_heads}
     corrupted = prompts.require_corrupted()
     m = resolve_metric(metric)
-    means = _mean_z(model, corrupted, info.n_layers) if ablation == "mean" else None
     if ablation not in ("mean", "zero"):
         raise ValueError(f"ablation must be 'mean' or 'zero', not {ablation!r}.")
+    means = _mean_z(model, corrupted, info.n_layers) if ablation == "mean" else None
 
     def hook_for(layer: int):
         drop = [h for h in range(info.n_heads) if (layer, h) not in keep]
