@@ -112,8 +112,8 @@ def main(argv=None) -> int:
 
     # 3. head patching (all positions)
     z = activation_patching(model, ps, target="z", per_position=False)
-    table("Head patching of z (denoising), [layer, head]", ["layer"] + [f"H{h}" for h in range(info.n_heads)],
-          [[f"L{i}"] + [float(v) for v in z.values[i]] for i in range(info.n_layers)])
+    table("Head patching of z (denoising), [layer, head]", ["layer"] + z.labels("head"),
+          [[lab] + [float(v) for v in z.values[i]] for i, lab in enumerate(z.labels("layer"))])
 
     # 4. path patching and classes
     direct = path_patching(model, ps, receivers="logits")

@@ -283,7 +283,7 @@ def test_prune_heads_curve_and_kept_set(tiny_llama):
     with torch.no_grad():
         probs = logits_at(tiny_llama.run_with_hooks(ps.clean_tokens, fwd_hooks=fwd), ps.answer_pos).softmax(-1)
     score = float(probs.gather(-1, ps.answer_ids[:, None]).mean())
-    assert score == pytest.approx(float(df.score[last_ok]), rel=1e-4)
+    assert score == pytest.approx(float(df.value[last_ok]), rel=1e-4)
     assert {f"L{a}H{b}" for a, b in (gates == 1).nonzero().tolist()} == set(res.kept)
     assert res.plot().data[0].type == "scatter"
     assert_no_hooks(tiny_llama)

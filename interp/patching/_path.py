@@ -35,8 +35,8 @@ def parse_head(name, info) -> tuple[int, int]:
     """A receiver query head (``"L3H2"``, ``(3, 2)``, ``Head(3, 2)``), range-checked."""
     c = C.parse(name, **C.sizes(info))
     if not isinstance(c, C.Head):
-        raise ValueError(f"receiver {name!r} is not a query head; write heads as 'L3H2' "
-                         "(layer 3, head 2), or pass receivers='logits'.")
+        raise ValueError(f"receiver {C.label(c)} is not a query head name; write heads as "
+                         "'L3H2' (layer 3, head 2), or pass receivers='logits'.")
     return c.layer, c.head
 
 
