@@ -213,6 +213,7 @@ def test_knockout_sweep_implementations_agree_on_ioi(tiny_llama):
 def test_results_roundtrip_and_plot(tiny_gpt2, tmp_path):
     ps = P.ioi(tiny_gpt2, n=3)
     res = knockout_sweep(tiny_gpt2, ps)
+    assert res.coords == {"layer": ["L0", "L1", "L2"], "head": ["H0", "H1", "H2", "H3"]}
     back = AblationResult.load(res.save(tmp_path / "ko"))
     assert torch.equal(back.values, res.values) and torch.equal(back.mlp_values, res.mlp_values)
     assert res.plot().data[0].type == "heatmap"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -246,3 +248,34 @@ def test_plot_must_not_swallow_options():
         class Bad(Result):
             def plot(self, *, title=None, **kw):
                 return None
+
+
+def test_sub_results_of_knockout_and_dla():
+    r = _every_result()
+    ko = r["AblationResult"]
+    mlps = ko.mlps
+    assert mlps.dims == ("component",) and mlps.labels("component") == ["MLP0", "MLP1", "MLP2"]
+    assert torch.equal(mlps.values, ko.mlp_values)
+    assert torch.equal(mlps.per_example, ko.mlp_per_example)
+    assert mlps.to_frame().component_label.tolist() == ["MLP0", "MLP1", "MLP2"]
+    dla = r["DLAResult"]
+    comp = dla.components
+    assert comp.labels("component") == ["L0H0", "L0H1", "L0H2", "L1H0", "L1H1", "L1H2",
+                                        "embed", "MLP0", "MLP1"]
+    assert torch.equal(comp.values, torch.cat([dla.values.reshape(-1), dla.others]))
+    assert float(comp.values.sum()) == pytest.approx(dla.total(), abs=1e-5)
+    bars = dla.plot_bars()
+    assert list(bars.data[0].x) == ["embed", "MLP0", "MLP1"]
+    from interp.ablation import AblationResult
+
+    with pytest.raises(ValueError, match="include_mlps"):
+        _ = AblationResult(values=torch.zeros(1), dims=("ablation",)).mlps
+
+
+def test_faithfulness_result_numbers():
+    f = _every_result()["FaithfulnessResult"]
+    assert (f.model, f.circuit, f.corrupted) == pytest.approx((3.0, 2.4, 0.0))
+    assert f.faithfulness == pytest.approx(0.8) and (f.n_heads, f.n_heads_total) == (1, 12)
+    same = type(f)(values=torch.tensor([1.0, 0.5, 1.0]), dims=("run",),
+                   coords={"run": ["model", "circuit", "corrupted"]}, meta={"n_heads_total": 4})
+    assert math.isnan(same.faithfulness)
