@@ -50,7 +50,7 @@ def main() -> None:
           f"decode_steps={steps} stop={args.stop} max_new_tokens={args.max_new_tokens}")
     print(f"reference {t_ref:.1f}s  fast {t_fast:.1f}s  fast_fallbacks={fast.meta['fast_fallbacks']}")
     print(f"per-trial max_abs_diff={diff_trials}  retrieval heads (>0.1): {ref.meta['retrieval_heads']}")
-    print(ref.ranked().head(10).to_string(index=False))
+    print(ref.top(10).to_string(index=False))
     print(f"retrieval: speedup={t_ref / t_fast:.1f} max_abs_diff={diff}")
 
 

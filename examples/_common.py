@@ -9,6 +9,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from interp.components import Head, label
+
 
 def parse_args(doc: str, default_model: str, argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
@@ -84,4 +86,4 @@ def table(title: str, columns: list[str], rows: list[list]) -> None:
 
 
 def head_label(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
+    return label(Head(layer, head))

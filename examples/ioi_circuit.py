@@ -23,6 +23,8 @@ import sys
 import torch
 from _common import Report, head_label, load, parse_args, table
 
+from interp.components import parse
+
 # The circuit of Wang et al. 2022 (GPT-2 small), by class.
 PAPER_CLASSES = {
     "name mover": ["L9H9", "L9H6", "L10H0"],
@@ -42,8 +44,8 @@ DIRECT, FEED, ATT = 0.05, 0.02, 0.3  # path-score and attention thresholds (set 
 
 def split(label: str) -> tuple[int, int]:
     """'L3H2' -> (3, 2)."""
-    layer, head = label[1:].split("H")
-    return int(layer), int(head)
+    h = parse(label)
+    return h.layer, h.head
 
 
 def labels(mask: torch.Tensor) -> list[str]:
@@ -110,8 +112,8 @@ def main(argv=None) -> int:
 
     # 3. head patching (all positions)
     z = activation_patching(model, ps, target="z", per_position=False)
-    table("Head patching of z (denoising), [layer, head]", ["layer"] + [f"H{h}" for h in range(info.n_heads)],
-          [[f"L{i}"] + [float(v) for v in z.values[i]] for i in range(info.n_layers)])
+    table("Head patching of z (denoising), [layer, head]", ["layer"] + z.labels("head"),
+          [[lab] + [float(v) for v in z.values[i]] for i, lab in enumerate(z.labels("layer"))])
 
     # 4. path patching and classes
     direct = path_patching(model, ps, receivers="logits")
@@ -167,20 +169,20 @@ def main(argv=None) -> int:
 
     # 5. faithfulness against random circuits of the same size
     circuit = sorted({h for v in classes.values() for h in v})
-    heads = [(int(h[1:h.index("H")]), int(h[h.index("H") + 1:])) for h in circuit]
+    heads = circuit  # labels such as "L9H9"; faithfulness reads any head form
     f = faithfulness(model, ps, heads, ablation="mean")
     rng = random.Random(args.seed)
     everything = [(a, c) for a in range(info.n_layers) for c in range(info.n_heads)]
-    rand = [faithfulness(model, ps, rng.sample(everything, len(heads)), ablation="mean")["faithfulness"]
+    rand = [faithfulness(model, ps, rng.sample(everything, len(heads)), ablation="mean").faithfulness
             for _ in range(3 if args.fast else 10)]
     table("Circuit faithfulness (heads outside mean-ablated over p_ABC)",
           ["circuit", "heads", "LD model", "LD circuit", "LD corrupted", "faithfulness", "random sets (mean)", "paper"],
-          [[", ".join(circuit), f"{len(heads)}/{len(everything)}", f["model"], f["circuit"], f["corrupted"],
-            f["faithfulness"], sum(rand) / len(rand), "87%"]])
-    rep.check("circuit faithfulness", f["faithfulness"], 0.6 <= f["faithfulness"] <= 1.4, "[0.6, 1.4]",
+          [[", ".join(circuit), f"{f.n_heads}/{f.n_heads_total}", f.model, f.circuit, f.corrupted,
+            f.faithfulness, sum(rand) / len(rand), "87%"]])
+    rep.check("circuit faithfulness", f.faithfulness, 0.6 <= f.faithfulness <= 1.4, "[0.6, 1.4]",
               "paper: the circuit recovers ~87% of the model's LD")
-    rep.check("circuit beats random head sets of its size", f["faithfulness"] - max(rand),
-              f["faithfulness"] > max(rand), "> every random set", "the circuit is specific, not its size")
+    rep.check("circuit beats random head sets of its size", f.faithfulness - max(rand),
+              f.faithfulness > max(rand), "> every random set", "the circuit is specific, not its size")
 
     if not zoo:
         rows = []

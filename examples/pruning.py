@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from _common import Report, load, parse_args, table
+from _common import Report, head_label, load, parse_args, table
 
 
 def main(argv=None) -> int:
@@ -29,14 +29,14 @@ def main(argv=None) -> int:
     n = 16 if args.fast else 64
     ps = P.ioi(model, n=n, seed=args.seed)
     res = prune_heads(model, ps, step=0.1, stop_at=0.9, metric="logit_diff")
-    curve = res.curve
-    table("Greedy pruning curve (10% of heads per step)", list(curve.columns),
+    curve = res.to_frame()[["heads_kept", "value", "fraction", "accepted"]]
+    table("Greedy pruning curve (10% of heads per step; value = metric)", list(curve.columns),
           [list(r) for r in curve.itertuples(index=False)])
     total = info.n_layers * info.n_heads
     removable = (total - len(res.kept)) / total
     sweep = knockout_sweep(model, ps, method="zero", include_mlps=False)
     flat = sweep.values.flatten().argsort()  # most negative change first
-    key = [f"L{int(i) // info.n_heads}H{int(i) % info.n_heads}" for i in flat[:2]]
+    key = [head_label(int(i) // info.n_heads, int(i) % info.n_heads) for i in flat[:2]]
     table("Result vs paper", ["", "this model", "Michel et al. 2019"],
           [["heads removable at >= 90% of the metric", f"{removable:.0%} ({total - len(res.kept)}/{total})",
             "~20% (WMT), ~40% (BERT)"],

@@ -34,12 +34,12 @@ def main(argv=None) -> int:
     grid = {"lengths": [128] if args.fast else [128, 256, 384],
             "depths": [0, 50, 100] if args.fast else [0, 25, 50, 75, 100]}
     scores = retrieval_scores(model, **grid, seed=args.seed)
-    ranked = scores.ranked()
+    ranked = scores.top(10)
     n_heads = info.n_layers * info.n_heads
     ret = scores.meta["retrieval_heads"]
     table(f"Retrieval scores ({scores.meta['n_accepted']}/{scores.meta['n_trials']} trials "
           f"answered), top 10", ["head", "score", "kv head"],
-          [[r.label, float(r.score), int(r.kv_head)] for r in ranked.head(10).itertuples()])
+          [[r.component_label, float(r.value), int(r.kv_head)] for r in ranked.itertuples()])
     rep.check("trials answered (ROUGE-1 recall > 0.5)",
               scores.meta["n_accepted"] / scores.meta["n_trials"],
               scores.meta["n_accepted"] / scores.meta["n_trials"] >= 0.9, ">= 0.9",

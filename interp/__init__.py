@@ -29,7 +29,7 @@ _EXPORTS = {
     "edge_attribution": "interp.attribution",
 }
 _SUBMODULES = {
-    "hooks", "models", "prompts", "metrics", "results", "viz", "patching", "attribution",
+    "components", "hooks", "models", "prompts", "metrics", "results", "viz", "patching", "attribution",
     "ablation", "lens", "heads", "retrieval", "circuits", "report",
 }
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -34,9 +33,11 @@ PatternName = Literal["previous_token", "duplicate_token", "induction"]
 
 @dataclass(kw_only=True)
 class HeadScores(Result):
-    """Scores [layer, head] with a threshold-friendly API."""
+    """Scores [layer, head] with a threshold-friendly API. ``top(k)`` ranks by value (largest
+    first); ``to_frame()`` adds ``kv_head`` (each query head's key/value head) when known."""
 
     value_name = "score"
+    rank_by = "value"
 
     @classmethod
     def from_tensor(cls, model, scores: Tensor, *, per_example: Tensor | None = None,
@@ -46,13 +47,11 @@ class HeadScores(Result):
         return cls(values=scores.float(), dims=("layer", "head"), meta=meta,
                    per_example=None if per_example is None else per_example.float())
 
-    def ranked(self) -> pd.DataFrame:
-        df = self.to_frame().sort_values("score", ascending=False).reset_index(drop=True)
+    def _cell_columns(self) -> dict:
         groups = self.meta.get("kv_group")
-        if groups:
-            df["kv_head"] = [groups[int(r.layer)][int(r["head"])] for _, r in df.iterrows()]
-        df["label"] = [f"L{int(r.layer)}H{int(r['head'])}" for _, r in df.iterrows()]
-        return df
+        if not groups:
+            return {}
+        return {"kv_head": torch.tensor(groups, dtype=torch.long).reshape(-1).numpy()}
 
     def above(self, threshold: float) -> list[tuple[int, int]]:
         idx = (self.values > threshold).nonzero().tolist()
@@ -63,11 +62,11 @@ class HeadScores(Result):
         layer, head = divmod(flat, self.values.shape[1])
         return (layer, head), float(self.values[layer, head])
 
-    def plot(self, *, title: str | None = None, **kw):
+    def plot(self, *, title: str | None = None):
+        """A [layer, head] heatmap of the scores."""
         from interp.viz import heatmap
 
-        return heatmap(self.values, x=[f"H{h}" for h in range(self.values.shape[1])],
-                       y=[f"L{layer}" for layer in range(self.values.shape[0])],
+        return heatmap(self.values, x=self.labels("head"), y=self.labels("layer"),
                        title=title or self.meta.get("title", "Head scores"), colorscale="Viridis",
                        zmid=None, xlabel="head", ylabel="layer")
 

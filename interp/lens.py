@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp import components as C
 from interp import hooks as H
 from interp.models import describe
 from interp.prompts import PromptSet
@@ -97,15 +98,25 @@ class LogitLensResult(Result):
         hit = (ranks == 1).nonzero()
         return int(hit[0]) if len(hit) else None
 
-    def plot(self, *, example: int = 0, title: str | None = None, max_pos: int = 40, **_) -> go.Figure:
+    def _cell_columns(self) -> dict:
+        """Per (layer, example, pos): the target's rank, KL(final || layer), entropy, and the
+        top-1 token's probability and text."""
+        cols = {"target_rank": self.target_rank.reshape(-1).numpy(),
+                "kl": self.kl.reshape(-1).double().numpy(),
+                "entropy": self.entropy.reshape(-1).double().numpy(),
+                "top1_prob": self.top_probs[..., 0].reshape(-1).double().numpy()}
+        if self.top_tokens is not None:
+            cols["top1"] = [t for layer in self.top_tokens for ex in layer for t in ex]
+        return cols
+
+    def plot(self, *, example: int = 0, title: str | None = None, max_pos: int = 40) -> go.Figure:
         """Layers x positions grid: the top token's text in each cell, coloured by its probability."""
         n = min(int(self.meta["answer_pos"][example]) + 1, max_pos)
         start = max(0, int(self.meta["answer_pos"][example]) + 1 - max_pos)
         probs = self.top_probs[:, example, start:n, 0]
         text = [[self.top_tokens[layer][example][p] for p in range(start, n)]
                 for layer in range(len(self.coords["layer"]))] if self.top_tokens else None
-        xlabels = [f"{p}:{self.coords['pos'][p] if isinstance(self.coords['pos'][p], str) else p}"
-                   for p in range(start, n)]
+        xlabels = self.labels("pos")[start:n]
         fig = go.Figure(go.Heatmap(
             z=probs.tolist(), x=xlabels, y=self.labels("layer"), text=text,
             texttemplate="%{text}" if text else None, colorscale="Blues", zmin=0, zmax=1,
@@ -164,10 +175,10 @@ def logit_lens(
             del logits
     stack = {key: torch.stack(val) for key, val in rows.items()}
     tok = getattr(model, "tokenizer", None)
-    pos_labels: list = list(range(p))
+    pos_labels = C.pos_labels(p)
     top_tokens = None
     if tok is not None:
-        pos_labels = [tok.decode([int(t)]) for t in tokens[0]]
+        pos_labels = C.pos_labels([tok.decode([int(t)]) for t in tokens[0]])
         top1 = stack["top_ids"][..., 0]
         # decode each distinct id once (a tokenizer call per cell costs more than the lens)
         text = {i: tok.decode([i]) for i in torch.unique(top1).tolist()}
@@ -175,8 +186,7 @@ def logit_lens(
                       for layer_ids in top1.tolist()]
     return LogitLensResult(
         values=stack["tprob"], dims=("layer", "example", "pos"),
-        coords={"layer": [f"L{i}" for i in range(info.n_layers)] + ["final"],
-                "example": list(range(b)), "pos": pos_labels},
+        coords={"layer": C.layer_labels(info.n_layers) + ["final"], "pos": pos_labels},
         meta={"method": "logit_lens", "answer_pos": answer_pos.tolist(), "k": k,
               "target": target if isinstance(target, str) else "ids"},
         top_ids=stack["top_ids"], top_probs=stack["top_probs"], target_rank=stack["rank"],
@@ -206,14 +216,15 @@ class DLAResult(Result):
         extra = float(self.others.sum()) if self.others is not None else 0.0
         return float(self.values.sum()) + extra
 
-    def components_frame(self):
-        import pandas as pd
-
-        rows = [{"component": f"L{layer}H{h}", "dla": float(self.values[layer, h])}
-                for layer in range(self.values.shape[0]) for h in range(self.values.shape[1])]
-        if self.others is not None:
-            rows += [{"component": lbl, "dla": float(x)} for lbl, x in zip(self.other_labels, self.others)]
-        return pd.DataFrame(rows)
+    @property
+    def components(self) -> Result:
+        """Every component's share as one result, dims ``("component",)``: the heads
+        (``L0H0``, ...), then embed / attention biases / MLPs / remainder."""
+        n_l, n_h = self.values.shape
+        names = C.head_labels(n_l, n_h) + list(self.other_labels or [])
+        vals = [self.values.reshape(-1)] + ([self.others] if self.others is not None else [])
+        return Result(values=torch.cat(vals), dims=("component",), coords={"component": names},
+                      meta=dict(self.meta))
 
     def accumulated(self) -> tuple[list[str], Tensor]:
         """The logit difference carried by the residual stream after the embeddings and after
@@ -233,9 +244,10 @@ class DLAResult(Result):
         return ["embed"] + [f"after L{layer}" for layer in range(self.values.shape[0])], torch.stack(rows)
 
     def plot_bars(self, title: str | None = None) -> go.Figure:
-        df = self.components_frame()
-        df = df[~df.component.str.startswith("L")] if self.others is not None else df
-        return go.Figure(go.Bar(x=df.component, y=df.dla)).update_layout(
+        """Bars of the non-head components (embed, attention biases, MLPs, remainder)."""
+        n = self.values.numel()
+        comp = self.components
+        return go.Figure(go.Bar(x=comp.labels("component")[n:], y=comp.values[n:].tolist())).update_layout(
             title=title or "Direct logit attribution: non-head components", yaxis_title="logit diff")
 
 
@@ -299,7 +311,7 @@ def direct_logit_attribution(
             others.append(project(attn_bias))
             labels.append(f"attn_bias{layer}")
             others.append(project(cache[H.mlp_out(layer)][bi, ap]))
-            labels.append(f"MLP{layer}")
+            labels.append(C.label(C.MLP(layer)))
             if source_positions:
                 pat = cache[H.pattern(layer)][bi, :, ap]  # [b, H, key]
                 v = cache[H.v(layer)]  # [b, key, kv_heads, d_head]

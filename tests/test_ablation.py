@@ -213,10 +213,13 @@ def test_knockout_sweep_implementations_agree_on_ioi(tiny_llama):
 def test_results_roundtrip_and_plot(tiny_gpt2, tmp_path):
     ps = P.ioi(tiny_gpt2, n=3)
     res = knockout_sweep(tiny_gpt2, ps)
+    assert res.coords == {"layer": ["L0", "L1", "L2"], "head": ["H0", "H1", "H2", "H3"]}
     back = AblationResult.load(res.save(tmp_path / "ko"))
     assert torch.equal(back.values, res.values) and torch.equal(back.mlp_values, res.mlp_values)
     assert res.plot().data[0].type == "heatmap"
-    assert len(res.top(3)) == 3 and len(res.mlp_frame()) == 3
+    assert len(res.top(3)) == 3 and len(res.mlps.to_frame()) == 3
+    assert res.mlps.labels("component") == ["MLP0", "MLP1", "MLP2"]
+    assert torch.equal(res.mlps.values, res.mlp_values) and torch.equal(res.mlps.ci, res.mlp_ci)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,14 +268,14 @@ def test_head_importance_equals_finite_differences(tiny_dirs, family):
 def test_prune_heads_curve_and_kept_set(tiny_llama):
     ps = P.ioi(tiny_llama, n=6, seed=6)
     res = prune_heads(tiny_llama, ps, step=0.1, stop_at=0.9, metric="prob")
-    df = res.curve
+    df = res.to_frame()
     kept_n = df.heads_kept.tolist()
     assert kept_n[0] == 12 and all(a > b for a, b in itertools.pairwise(kept_n))  # monotone
     assert all(a - b == 1 for a, b in itertools.pairwise(kept_n))  # 10% of 12 heads -> 1 per step
     acc = df.accepted.tolist()
     assert all(acc[:-1]) and (not acc[-1] or kept_n[-1] == 1)  # stops at the first miss
     orig = res.meta["original"]
-    assert all(s >= 0.9 * orig for s, a in zip(df.score, acc) if a)
+    assert all(s >= 0.9 * orig for s, a in zip(df.value, acc) if a)
     last_ok = max(i for i, a in enumerate(acc) if a)
     assert len(res.kept) == kept_n[last_ok] == int(res.mask.sum())
     # the kept set alone reproduces the score recorded for it
@@ -281,7 +284,7 @@ def test_prune_heads_curve_and_kept_set(tiny_llama):
     with torch.no_grad():
         probs = logits_at(tiny_llama.run_with_hooks(ps.clean_tokens, fwd_hooks=fwd), ps.answer_pos).softmax(-1)
     score = float(probs.gather(-1, ps.answer_ids[:, None]).mean())
-    assert score == pytest.approx(float(df.score[last_ok]), rel=1e-4)
+    assert score == pytest.approx(float(df.value[last_ok]), rel=1e-4)
     assert {f"L{a}H{b}" for a, b in (gates == 1).nonzero().tolist()} == set(res.kept)
     assert res.plot().data[0].type == "scatter"
     assert_no_hooks(tiny_llama)
@@ -326,7 +329,7 @@ def test_direct_effect_matches_hand_projection(tiny_gpt2):
         assert torch.allclose(res.per_example[h, 0], de, atol=1e-4)
     # a layer's heads add up to the whole layer (attn_out is linear in z)
     assert torch.allclose(res.per_example[:4, 0].sum(0), res.per_example[4, 0], atol=1e-4)
-    assert res.plot().data[0].type == "scatter" and len(res.frame()) == 5
+    assert res.plot().data[0].type == "scatter" and len(res.to_frame()) == 5 * 3
 
 
 # ---------------------------------------------------------------------------------------------

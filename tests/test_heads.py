@@ -56,11 +56,11 @@ def test_head_scores_api(tmp_path):
                     meta={"kv_group": [[0, 0], [0, 0]]})
     assert hs.above(0.3) == [(0, 1), (1, 0)]
     assert hs.best() == ((0, 1), pytest.approx(0.9))
-    r = hs.ranked()
-    assert r.label.tolist()[:2] == ["L0H1", "L1H0"] and "kv_head" in r
+    r = hs.top(4)
+    assert r.component_label.tolist()[:2] == ["L0H1", "L1H0"] and "kv_head" in r
     back = HeadScores.load(hs.save(tmp_path / "hs"))
     assert torch.equal(back.values, hs.values)
-    assert back.meta["kv_group"] == hs.meta["kv_group"] and back.ranked().equals(r)
+    assert back.meta["kv_group"] == hs.meta["kv_group"] and back.top(4).equals(r)
     # per-trial scores (retrieval) survive the round trip
     pe = HeadScores(values=hs.values, dims=("layer", "head"), per_example=torch.rand(2, 2, 5))
     assert torch.equal(HeadScores.load(pe.save(tmp_path / "pe")).per_example, pe.per_example)
@@ -87,7 +87,7 @@ def test_zoo_induction_model_heads():
     ind = induction_scores(model, seq_len=50, batch=10, seed=0)
     prev = previous_token_scores(model, seq_len=50, batch=10, seed=0)
     (ind_head, ind_v), (prev_head, prev_v) = ind.best(), prev.best()
-    print("induction", ind.ranked().head(5), "previous token", prev.ranked().head(5))
+    print("induction", ind.top(5), "previous token", prev.top(5))
     assert ind_v > 0.4, f"no induction head: best {ind_head} scores {ind_v:.3f}"
     assert prev_v > 0.4, f"no previous-token head: best {prev_head} scores {prev_v:.3f}"
     assert prev_head[0] < ind_head[0]

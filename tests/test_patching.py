@@ -338,9 +338,9 @@ def test_result_api(tiny_gpt2, tmp_path):
     assert res.ci.shape == res.values.shape + (2,)
     assert res.meta["direction"] == "denoising" and res.meta["target"] == "z"
     df = res.to_frame()
-    assert {"layer", "head", "score", "raw", "layer_label", "head_label"} <= set(df.columns)
+    assert {"layer", "head", "value", "raw", "layer_label", "head_label"} <= set(df.columns)
     top = res.top(3)
-    assert len(top) == 3 and top.score.abs().is_monotonic_decreasing
+    assert len(top) == 3 and top.value.abs().is_monotonic_decreasing
     fig = res.plot()
     assert fig.data
     res.save(tmp_path / "r")

@@ -216,6 +216,6 @@ def test_zoo_needle_retrieval_heads_and_masking():
     assert value >= 0.5, f"best retrieval head {best} scores only {value:.2f}"
     k = max(1, min(8, len(scores.meta["retrieval_heads"])))
     res = R.masking_experiment(model, scores=scores, k=k, n_random=3, **grid)
-    print(scores.ranked().head(10), res.to_frame(), res.meta)
+    print(scores.top(10), res.to_frame(), res.meta)
     assert res.drop_top >= 50, f"masking the top {k} heads drops accuracy only {res.drop_top:.1f} points"
     assert res.drop_random <= 10, f"masking {k} random heads drops accuracy {res.drop_random:.1f} points"

@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from interp import components as C
 from interp import hooks as H
 from interp.ablation._components import (
     Component,
@@ -34,7 +35,8 @@ from interp.results import Result
 class AblationResult(Result):
     """``values``: mean metric change (ablated - baseline) per ablation, with ``per_example`` and
     a bootstrap ``ci``. ``ablate`` gives one cell (dims ``("ablation",)``); ``knockout_sweep``
-    gives ``[layer, head]`` and the MLPs in ``mlp_values [layer]`` (+ per-example and CI).
+    gives ``[layer, head]`` and the MLPs in ``mlp_values [layer]`` (+ per-example and CI), also
+    as a result of their own, ``.mlps``.
 
     ``meta`` holds ``baseline`` (mean metric without ablation), ``method``, ``metric`` and the
     components; ``top_before``/``top_after`` list each example's top-k (token, probability) at
@@ -58,15 +60,16 @@ class AblationResult(Result):
         """Mean ablated metric (``ablate`` results)."""
         return float(self.meta["ablated"])
 
-    def mlp_frame(self):
-        import pandas as pd
-
+    @property
+    def mlps(self) -> AblationResult:
+        """The MLP knockouts as their own result: dims ``("component",)``, labels ``MLP0..``."""
         if self.mlp_values is None:
             raise ValueError("this result has no MLP knockouts (include_mlps=False).")
-        df = pd.DataFrame({"layer": range(len(self.mlp_values)), "delta": self.mlp_values.numpy()})
-        if self.mlp_ci is not None:
-            df["ci_low"], df["ci_high"] = self.mlp_ci[:, 0].numpy(), self.mlp_ci[:, 1].numpy()
-        return df
+        n = len(self.mlp_values)
+        return AblationResult(values=self.mlp_values, dims=("component",),
+                              coords={"component": C.mlp_labels(n)}, meta=dict(self.meta),
+                              per_example=self.mlp_per_example, ci=self.mlp_ci,
+                              baseline_per_example=self.baseline_per_example)
 
 
 @contextmanager
@@ -242,8 +245,8 @@ def knockout_sweep(
     prompts.check(model)
     info = describe(model)
     b = len(prompts)
-    heads = [f"L{layer}H{h}" for layer in range(info.n_layers) for h in range(info.n_heads)]
-    mlps = [f"MLP{layer}" for layer in range(info.n_layers)] if include_mlps else []
+    heads = C.head_labels(info.n_layers, info.n_heads)
+    mlps = C.mlp_labels(info.n_layers) if include_mlps else []
     comps = parse_components(model, heads + mlps)
     src, rows, pp = sources(model, comps, method, prompts, reference, per_position, seed)
     if implementation == "replay":

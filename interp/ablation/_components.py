@@ -12,7 +12,6 @@ every test family (the ablation tests)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,15 +21,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp import components as C
 from interp import hooks as H
 from interp._engine.restart import Restarter
 from interp.models import describe
 from interp.prompts import PromptSet
 
 Method = Literal["zero", "mean", "resample"]
-_HEAD = re.compile(r"^L(\d+)H(\d+)$", re.IGNORECASE)
-_ATTN = re.compile(r"^ATTN(\d+)$", re.IGNORECASE)
-_MLP = re.compile(r"^MLP(\d+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,38 +45,33 @@ class Component:
         return H.attn_out(self.layer) if self.kind == "attn" else H.mlp_out(self.layer)
 
     @property
-    def label(self) -> str:
+    def name(self) -> C.Component:
+        """The same unit in the shared vocabulary (:mod:`interp.components`)."""
         if self.kind == "head":
-            return f"L{self.layer}H{self.head}"
-        return f"{'ATTN' if self.kind == 'attn' else 'MLP'}{self.layer}"
+            return C.Head(self.layer, self.head)  # type: ignore[arg-type]
+        return C.Attn(self.layer) if self.kind == "attn" else C.MLP(self.layer)
+
+    @property
+    def label(self) -> str:
+        return C.label(self.name)
 
 
-def parse_components(model, components: Sequence[str | tuple[int, int]] | str) -> list[Component]:
-    """``["L3H2", "ATTN1", "MLP0", (2, 1)]`` -> components, checked against the model."""
-    info = describe(model)
-    if isinstance(components, str):
-        components = [components]
+def parse_components(model, components) -> list[Component]:
+    """``["L3H2", "ATTN1", "MLP0", (2, 1)]`` (or ``"L3H2,MLP0"``; any form
+    :func:`interp.components.parse` reads) -> ablatable components, checked against the model."""
+    parsed = C.parse_many(components, **C.sizes(describe(model)))
     out: list[Component] = []
-    for c in components:
-        if isinstance(c, tuple) and len(c) == 2:
-            comp = Component("head", int(c[0]), int(c[1]))
-        elif isinstance(c, str) and (m := _HEAD.match(c.strip())):
-            comp = Component("head", int(m.group(1)), int(m.group(2)))
-        elif isinstance(c, str) and (m := _ATTN.match(c.strip())):
-            comp = Component("attn", int(m.group(1)))
-        elif isinstance(c, str) and (m := _MLP.match(c.strip())):
-            comp = Component("mlp", int(m.group(1)))
+    for c in parsed:
+        if isinstance(c, C.Head):
+            out.append(Component("head", c.layer, c.head))
+        elif isinstance(c, C.Attn):
+            out.append(Component("attn", c.layer))
+        elif isinstance(c, C.MLP):
+            out.append(Component("mlp", c.layer))
         else:
             raise ValueError(
-                f"cannot read component {c!r}: use 'L3H2' (query head 2 of layer 3), 'ATTN3' "
-                "(the whole attention layer 3) or 'MLP3', or a (layer, head) tuple."
-            )
-        if comp.kind == "head":
-            info.check_head(comp.layer, comp.head)  # type: ignore[arg-type]
-        else:
-            info.check_layer(comp.layer)
-        if comp not in out:
-            out.append(comp)
+                f"cannot ablate {C.label(c)}: ablation takes query heads ('L3H2'), whole "
+                "attention layers ('ATTN3') and MLPs ('MLP3').")
     if not out:
         raise ValueError("no components given: pass e.g. ['L0H1', 'MLP2'].")
     return out

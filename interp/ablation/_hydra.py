@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
+from interp import components as C
 from interp import hooks as H
 from interp.ablation._components import (
     Component,
@@ -55,20 +56,13 @@ class HydraResult(Result):
     target_ids: list
     value_name = "effect"
 
-    def frame(self):
-        import pandas as pd
-
-        v = self.values
-        return pd.DataFrame({"component": self.coords["component"], "direct": v[:, 0].numpy(),
-                             "total": v[:, 1].numpy(), "compensation": v[:, 2].numpy()})
-
-    def plot(self, *, title: str | None = None, **_) -> go.Figure:
+    def plot(self, *, title: str | None = None) -> go.Figure:
         """Direct vs total effect per component; points below the diagonal are compensated."""
-        df = self.frame()
-        lo = float(min(df.direct.min(), df.total.min(), 0.0))
-        hi = float(max(df.direct.max(), df.total.max(), 0.0))
+        de, te = self.values[:, 0].tolist(), self.values[:, 1].tolist()
+        names = self.labels("component")
+        lo, hi = min(de + te + [0.0]), max(de + te + [0.0])
         fig = go.Figure([
-            go.Scatter(x=df.direct, y=df.total, mode="markers", text=df.component,
+            go.Scatter(x=de, y=te, mode="markers", text=names,
                        hovertemplate="%{text}<br>direct %{x:.3f}<br>total %{y:.3f}<extra></extra>",
                        name="components"),
             go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line_dash="dash", name="total = direct"),
@@ -99,8 +93,7 @@ def direct_vs_total(
     prompts.check(model)
     info = describe(model)
     if components is None:
-        components = [f"L{layer}H{h}" for layer in range(info.n_layers) for h in range(info.n_heads)]
-        components += [f"MLP{layer}" for layer in range(info.n_layers)]
+        components = C.head_labels(info.n_layers, info.n_heads) + C.mlp_labels(info.n_layers)
     comps = parse_components(model, components)
     src, rows, _ = sources(model, comps, "resample", prompts, reference, None, seed)
     b, L = len(prompts), info.n_layers

@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import pandas as pd
 import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp import components as C
 from interp import hooks as H
 from interp.ablation._components import scoped_hooks
 from interp.heads import HeadScores
@@ -117,7 +117,8 @@ class PruningResult(Result):
     """``values[step]``: the metric after each pruning step (step 0 = no head pruned).
 
     ``heads_kept[step]``, ``accepted[step]`` (score >= stop_at x original), ``kept``: the heads
-    of the last accepted mask, ``mask [layer, head]`` that mask (1 = kept)."""
+    of the last accepted mask, ``mask [layer, head]`` that mask (1 = kept). ``to_frame()`` has
+    one row per step with ``heads_kept``, ``fraction`` and ``accepted`` columns."""
 
     heads_kept: Tensor
     accepted: Tensor
@@ -125,17 +126,16 @@ class PruningResult(Result):
     kept: list
     value_name = "score"
 
-    @property
-    def curve(self) -> pd.DataFrame:
-        return pd.DataFrame({
-            "heads_kept": self.heads_kept.numpy(), "score": self.values.numpy(),
-            "fraction": (self.values / self.meta["original"]).numpy(),
-            "accepted": self.accepted.numpy().astype(bool),
-        })
+    def _cell_columns(self) -> dict:
+        """``heads_kept``, ``fraction`` (of the original score) and ``accepted`` per step."""
+        return {"heads_kept": self.heads_kept.numpy(),
+                "fraction": (self.values.double() / self.meta["original"]).numpy(),
+                "accepted": self.accepted.numpy().astype(bool)}
 
-    def plot(self, *, title: str | None = None, **_) -> go.Figure:
-        df = self.curve
-        fig = go.Figure(go.Scatter(x=df.heads_kept, y=df.score, mode="lines+markers", name=self.meta["metric"]))
+    def plot(self, *, title: str | None = None) -> go.Figure:
+        """The score against the number of heads kept, with the stopping line."""
+        fig = go.Figure(go.Scatter(x=self.heads_kept.tolist(), y=self.values.tolist(),
+                                   mode="lines+markers", name=self.meta["metric"]))
         fig.add_hline(y=self.meta["original"] * self.meta["stop_at"], line_dash="dash",
                       annotation_text=f"{self.meta['stop_at']:.0%} of original")
         fig.update_layout(title=title or "Greedy head pruning", xaxis_title="heads kept",
@@ -198,7 +198,7 @@ def prune_heads(
         if not ok:
             break
         mask = new
-    kept = [f"L{layer}H{h}" for layer, h in (mask == 1).nonzero().tolist()]
+    kept = [C.label(C.Head(layer, h)) for layer, h in (mask == 1).nonzero().tolist()]
     return PruningResult(
         values=torch.tensor(scores), dims=("step",), heads_kept=torch.tensor(kept_n),
         accepted=torch.tensor(accepted), mask=mask, kept=kept,

@@ -146,6 +146,7 @@ def edge_attribution(spec: str, key: tuple):
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def faithfulness(spec: str, key: tuple, heads: tuple):
+    """``FaithfulnessResult`` of the heads (labels such as ``"L3H2"``)."""
     from interp.circuits import faithfulness as run
 
     return run(get_model(spec), get_prompts(spec, key), list(heads))
@@ -163,12 +164,12 @@ def circuit(spec: str, key: tuple, source: str, threshold: float):
         edges = [(s, d, float(w)) for s, d, w in res.edges]
     elif source.startswith("path patching"):
         res = path_patching(spec, key, "logits", "q")
-        edges = [(f"L{a}H{b}", "logits", float(res.values[a, b]))
-                 for a in range(res.values.shape[0]) for b in range(res.values.shape[1])]
+        edges = [(lbl, "logits", float(w)) for lbl, w in
+                 zip(res.to_frame().component_label, res.values.reshape(-1).tolist())]
     elif source.startswith("activation patching"):
         res = act_patching(spec, key, "z", False, "denoising")
-        edges = [(f"L{a}H{b}", "", float(res.values[a, b]))
-                 for a in range(res.values.shape[0]) for b in range(res.values.shape[1])]
+        edges = [(lbl, "", float(w)) for lbl, w in
+                 zip(res.to_frame().component_label, res.values.reshape(-1).tolist())]
     else:
         raise ValueError(f"unknown circuit source {source!r}")
     cut = threshold * (max((abs(w) for *_, w in edges), default=0.0) or 1.0)

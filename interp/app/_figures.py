@@ -8,6 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from interp import components as C
+
 
 def attention_grid(pats, tokens: Sequence[str], *, scores=None, score_name: str = "",
                    selected: tuple[int, int] | None = None, max_side: int = 48) -> go.Figure:
@@ -23,7 +25,7 @@ def attention_grid(pats, tokens: Sequence[str], *, scores=None, score_name: str 
     titles = []
     for layer in range(n_layers):
         for h in range(n_heads):
-            t = f"L{layer}H{h}"
+            t = C.label(C.Head(layer, h))
             if scores is not None:
                 t += f" {float(scores[layer][h]):.2f}"
             if selected == (layer, h):
@@ -35,7 +37,8 @@ def attention_grid(pats, tokens: Sequence[str], *, scores=None, score_name: str 
         for h in range(n_heads):
             fig.add_trace(go.Heatmap(
                 z=pats[layer, h].tolist(), x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
-                showscale=False, hovertemplate=f"L{layer}H{h}<br>query %{{y}}<br>key %{{x}}"
+                showscale=False,
+                hovertemplate=f"{C.label(C.Head(layer, h))}<br>query %{{y}}<br>key %{{x}}"
                                                "<br>attn %{z:.3f}<extra></extra>"),
                 row=layer + 1, col=h + 1)
     fig.update_xaxes(showticklabels=False)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from interp import components as C_
 from interp.app import _compute as C
 from interp.app._common import describe_key, get_model, get_prompts
 
@@ -45,16 +46,17 @@ def _attention(spec: str, key: tuple, s: dict) -> dict:
     from interp.viz import attention_figure
 
     ex = int(s.get("example", 0))
-    layer, head = (int(x) for x in s.get("head", "L0H0")[1:].split("H"))
+    h = C_.parse(s.get("head", "L0H0"))
+    layer, head = h.layer, h.head
     pats, toks = C.patterns(spec, key, ex), C.str_tokens(spec, key, ex)
     figs = [attention_grid(pats, toks, selected=(layer, head)),
-            attention_figure(pats[layer, head], toks, title=f"L{layer}H{head} on example {ex}")]
+            attention_figure(pats[layer, head], toks, title=f"{C_.label(h)} on example {ex}")]
     numbers = {}
     if s.get("overlay", "none") != "none":
         sc = C.head_scores(spec, s["overlay"])
         figs.append(sc.plot(title=f"{s['overlay']} score per head"))
         best, val = sc.best()
-        numbers = {f"best {s['overlay']} head": f"L{best[0]}H{best[1]}", "best score": val}
+        numbers = {f"best {s['overlay']} head": C_.label(C_.Head(*best)), "best score": val}
     return dict(settings=s, figures=figs, numbers=numbers)
 
 
@@ -105,19 +107,22 @@ def _ablation(spec: str, key: tuple, s: dict) -> dict:
 @builder("retrieval", "Retrieval heads")
 def _retrieval(spec: str, key: tuple, s: dict) -> dict:
     sc = C.retrieval(spec, tuple(s["lengths"]), tuple(s["depths"]), int(s["max_new_tokens"]))
-    above = [f"L{a}H{b}" for a, b in sc.above(float(s["threshold"]))]
+    above = [C_.label(C_.Head(a, b)) for a, b in sc.above(float(s["threshold"]))]
     return dict(settings=s, figures=[sc.plot(title="Retrieval score per head")],
                 numbers={"trials counted": sc.meta["n_accepted"], "trials": sc.meta["n_trials"],
                          "heads above threshold": above},
-                tables={"ranked heads": sc.ranked().head(10)[["label", "score"]]})
+                tables={"ranked heads": sc.top(10)[["component_label", "value"]]})
 
 
 @builder("circuit", "Circuit")
 def _circuit(spec: str, key: tuple, s: dict) -> dict:
     c, _, _ = C.circuit(spec, key, s["source"], float(s["threshold"]))
     numbers = {"nodes": len(c.nodes), "edges": len(c.edges)}
+    figs = [c.plot()]
     if c.heads():
-        f = C.faithfulness(spec, key, tuple(c.heads()))
-        numbers.update({f"faithfulness: {k}": v for k, v in f.items()})
-    return dict(settings=s, figures=[c.plot()], numbers=numbers,
-                text="nodes: " + ", ".join(c.nodes))
+        f = C.faithfulness(spec, key, tuple(C_.label(C_.Head(a, b)) for a, b in c.heads()))
+        numbers.update({"faithfulness": f.faithfulness, "faithfulness: model": f.model,
+                        "faithfulness: circuit": f.circuit, "faithfulness: corrupted": f.corrupted,
+                        "faithfulness: heads kept": f"{f.n_heads}/{f.n_heads_total}"})
+        figs.append(f.plot())
+    return dict(settings=s, figures=figs, numbers=numbers, text="nodes: " + ", ".join(c.nodes))

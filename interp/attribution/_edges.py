@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from interp import components as C
 from interp import hooks as H
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
@@ -63,6 +64,11 @@ class EdgeAttributionResult(Result):
 
     by_input: Tensor | None = None  # [src, layer, head, 3]: q / k / v input edges separately
     value_name = "score"
+
+    def _cell_columns(self) -> dict:
+        """``valid``: whether the edge exists (the sender is upstream of the receiver)."""
+        valid = self.meta.get("valid")
+        return {} if valid is None else {"valid": torch.tensor(valid).reshape(-1).bool().numpy()}
 
     @property
     def edges(self) -> list[tuple[str, str, float]]:
@@ -150,8 +156,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
                 "(node level) or exact path_patching for this model.")
     b = clean.shape[0]
     # senders: [b, pos, n_src, d]
-    src_names = ["embed"] + [f"L{layer}H{h}" for layer in range(L) for h in range(n_h)] + [
-        f"MLP{layer}" for layer in range(L)]
+    src_names = ["embed"] + C.head_labels(L, n_h) + C.mlp_labels(L)
     src = torch.cat([delta[H.resid_pre(0)][:, :, None]] + [delta[_result(layer)]
                     for layer in range(L)] + [delta[H.mlp_out(layer)][:, :, None]
                                               for layer in range(L)], dim=2)
@@ -170,8 +175,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     mlp_g = torch.stack([grad[_mlp_in(layer)] for layer in range(L)], dim=2)  # [b, pos, L, d]
     mlp_s = torch.einsum("bpsd,bpld->sl", src, mlp_g) / b
     logit_s = torch.einsum("bpsd,bpd->s", src, grad[H.resid_post(L - 1)]) / b
-    dst_names = [f"L{layer}H{h}" for layer in range(L) for h in range(n_h)] + [
-        f"MLP{layer}" for layer in range(L)] + ["logits"]
+    dst_names = C.head_labels(L, n_h) + C.mlp_labels(L) + ["logits"]
     values = torch.cat([by_input.sum(-1).reshape(len(src_names), L * n_h), mlp_s,
                         logit_s[:, None]], dim=1)
     valid = _valid(src_names, dst_names, info)
@@ -188,15 +192,9 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
 
 
 def _valid(src_names, dst_names, info) -> Tensor:
-    def depth(name: str, as_dst: bool) -> float:
-        if name == "embed":
-            return -1
-        if name == "logits":
-            return info.n_layers + 1
-        if name.startswith("MLP"):
-            layer = int(name[3:])
-            return layer if info.parallel_attn_mlp else layer + 0.5
-        return int(name[1:].split("H")[0])
+    """1 where the sender comes strictly before the receiver in the forward pass."""
+    def depth(name: str) -> float:
+        return C.depth(C.parse(name), info.n_layers, parallel_attn_mlp=info.parallel_attn_mlp)
 
-    return torch.tensor([[depth(s, False) < depth(d, True) for d in dst_names] for s in src_names],
-                        dtype=torch.float32)
+    src_d, dst_d = [depth(s) for s in src_names], [depth(d) for d in dst_names]
+    return torch.tensor([[a < b for b in dst_d] for a in src_d], dtype=torch.float32)

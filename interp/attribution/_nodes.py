@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from interp import components as C
 from interp import hooks as H
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
@@ -98,9 +99,8 @@ def attribution_patching(
         dims = ("layer", "pos") if per_position else ("layer",)
     else:
         dims = ("layer", "pos", "head") if per_position else ("layer", "head")
-    prefix = "KV" if kv and info.is_gqa else "H"
-    coords = {"layer": [f"L{x}" for x in layers], "pos": pos_labels(model, prompts),
-              "head": [f"{prefix}{h}" for h in range(n_head)]}
+    coords = {"layer": [C.layer_label(x) for x in layers], "pos": pos_labels(model, prompts),
+              "head": C.head_axis_labels(n_head, kv=kv and info.is_gqa)}
     meta = {"method": "attribution_patching", "target": target, "per_position": per_position,
             "metric": m.name, "layers": layers, "sign_convention": ATP_CONVENTION,
             "title": f"Attribution patching (AtP) of {target}"}

@@ -5,6 +5,6 @@ components, drawn as a layered plotly network, exported as JSON or Graphviz DOT,
 :func:`faithfulness`.
 """
 
-from interp.circuits._circuit import Circuit, faithfulness
+from interp.circuits._circuit import Circuit, FaithfulnessResult, faithfulness
 
-__all__ = ["Circuit", "faithfulness"]
+__all__ = ["Circuit", "FaithfulnessResult", "faithfulness"]

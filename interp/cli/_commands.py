@@ -31,6 +31,7 @@ from interp.cli._common import (
     lens_frame,
     print_frame,
     print_matrix,
+    readable,
     readable_top,
     write_out,
 )
@@ -198,11 +199,10 @@ def ablate(
         res = _run(A.knockout_sweep, model, ps, method=method.value, metric=metric.value,
                    progress=True)
         _console().print(f"baseline {res.meta['metric']} = {res.baseline:.4g} ({len(ps)} prompts)")
-        print_matrix(res.values, [f"L{i}" for i in range(res.values.shape[0])],
-                     [f"H{h}" for h in range(res.values.shape[1])],
+        print_matrix(res.values, res.labels("layer"), res.labels("head"),
                      f"{method.value}-ablating each head: change in {res.meta['metric']}")
         if res.mlp_values is not None:
-            print_frame(res.mlp_frame(), "each MLP alone")
+            print_frame(readable(res.mlps.to_frame()), "each MLP alone")
         write_out(out, res, res.to_frame())
         return
     comps = _parse_list(heads, "--heads")
@@ -323,12 +323,13 @@ def heads(
                   ScoreKind.previous_token: HS.previous_token_scores,
                   ScoreKind.duplicate_token: HS.duplicate_token_scores}[score]
             res = _run(fn, model, seq_len=seq_len, batch=batch, seed=seed)
-    print_matrix(res.values, [f"L{i}" for i in range(res.values.shape[0])],
-                 [f"H{h}" for h in range(res.values.shape[1])], res.meta.get("title", score.value))
-    ranked = res.ranked().head(top)
-    print_frame(ranked[[c for c in ("label", "score", "kv_head") if c in ranked.columns]],
+    print_matrix(res.values, res.labels("layer"), res.labels("head"),
+                 res.meta.get("title", score.value))
+    ranked = res.top(top)
+    print_frame(ranked[[c for c in ("component_label", "value", "kv_head") if c in ranked.columns]]
+                .rename(columns={"component_label": "head", "value": "score"}),
                 f"top {top} heads by {score.value} score")
-    write_out(out, res, res.ranked())
+    write_out(out, res, res.to_frame())
 
 
 @app.command("app")

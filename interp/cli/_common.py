@@ -238,8 +238,12 @@ def lens_frame(res, example: int = 0):
 
 
 
+def readable(df):
+    """A result frame for printing: each axis's string label in place of its integer index."""
+    axes = [c[:-6] for c in df.columns if c.endswith("_label") and c[:-6] in df.columns]
+    return df.drop(columns=axes).rename(columns={f"{d}_label": d for d in axes})
+
+
 def readable_top(res, k: int):
     """``res.top(k)`` with label columns in place of their integer indices."""
-    df = res.top(k)
-    drop = [d for d in res.dims if f"{d}_label" in df.columns]
-    return df.drop(columns=drop).rename(columns={f"{d}_label": d for d in drop})
+    return readable(res.top(k))

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from interp import components as C
 from interp import hooks as H
 
 
@@ -61,15 +62,13 @@ class ModelInfo:
             )
 
     def check_head(self, layer: int, head: int) -> None:
+        """``IndexError`` (``interp.components.ComponentRangeError``) naming the head, e.g.
+        ``head L0H99 out of range: layer 0 has 4 heads (H0..H3).``"""
         self.check_layer(layer)
-        if not 0 <= head < self.n_heads:
-            raise IndexError(
-                f"head {layer}.{head} is out of range: each layer has {self.n_heads} query heads "
-                f"(0..{self.n_heads - 1})."
-            )
+        C.check(C.Head(layer, head), n_layers=self.n_layers, n_heads=self.n_heads)
 
     def head_labels(self) -> list[str]:
-        return [f"L{layer}H{h}" for layer in range(self.n_layers) for h in range(self.n_heads)]
+        return C.head_labels(self.n_layers, self.n_heads)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

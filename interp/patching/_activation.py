@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 
+from interp import components as C
 from interp import hooks as H
 from interp._engine.restart import Restarter
 from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name, sweep
@@ -101,9 +102,8 @@ def activation_patching(
         out = out.reshape(len(layers), n_pos, n_head, b)
     elif not per_position and target in RESID_TARGETS:
         out = out[:, 0]
-    head_prefix = "KV" if kv and info.is_gqa else "H"
-    coords = {"layer": [f"L{x}" for x in layers], "pos": pos_labels(model, prompts),
-              "head": [f"{head_prefix}{h}" for h in range(n_head)]}
+    coords = {"layer": [C.layer_label(x) for x in layers], "pos": pos_labels(model, prompts),
+              "head": C.head_axis_labels(n_head, kv=kv and info.is_gqa)}
     coords = {d: coords[d] for d in dims}
     meta = {"method": "activation_patching", "target": target, "per_position": per_position,
             "metric": m.name, "layers": layers, "n_examples": b,

@@ -17,12 +17,12 @@ from the cached clean residual and stops after the last receiver layer.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
+from interp import components as C
 from interp import hooks as H
 from interp._engine.restart import Restarter, chunk_size
 from interp._engine.schedule import answer_columns, first_change, metric_values
@@ -31,21 +31,20 @@ from interp.models import describe
 from interp.patching._result import PatchingResult, finish, prepare_pairs
 
 
-def parse_head(name: str, info) -> tuple[int, int]:
-    m = re.fullmatch(r"L(\d+)H(\d+)", name.strip())
-    if not m:
-        raise ValueError(f"receiver {name!r} is not a head name; write heads as 'L3H2' "
-                         "(layer 3, head 2), or pass receivers='logits'.")
-    layer, head = int(m.group(1)), int(m.group(2))
-    info.check_head(layer, head)
-    return layer, head
+def parse_head(name, info) -> tuple[int, int]:
+    """A receiver query head (``"L3H2"``, ``(3, 2)``, ``Head(3, 2)``), range-checked."""
+    c = C.parse(name, **C.sizes(info))
+    if not isinstance(c, C.Head):
+        raise ValueError(f"receiver {C.label(c)} is not a query head name; write heads as "
+                         "'L3H2' (layer 3, head 2), or pass receivers='logits'.")
+    return c.layer, c.head
 
 
 def path_patching(
     model,
     prompts,
     *,
-    receivers: Sequence[str] | Literal["logits"] = "logits",
+    receivers: Sequence[str | tuple[int, int]] | str = "logits",
     receiver_input: Literal["q", "k", "v"] = "q",
     metric: MetricSpec = "logit_diff",
     progress: bool = False,
@@ -58,10 +57,9 @@ def path_patching(
     if receiver_input not in ("q", "k", "v"):
         raise ValueError(f"receiver_input must be 'q', 'k' or 'v', got {receiver_input!r}.")
     clean, corrupted = prepare_pairs(model, prompts, metric, "noising")
-    to_logits = isinstance(receivers, str)
-    if to_logits and receivers != "logits":
-        receivers = [receivers]
-        to_logits = False
+    to_logits = isinstance(receivers, str) and receivers.strip().lower() == "logits"
+    if not to_logits:  # "L3H2", "L3H2,L2H0", (3, 2), Head(3, 2) or a list of those
+        receivers = C.parse_many(receivers)
     rec: dict[int, list[int]] = {}
     if not to_logits:
         if len(receivers) == 0:
@@ -158,14 +156,14 @@ def path_patching(
                 logits = orig.resume(first, resid, rows=ap.repeat(k), lo=lo,
                                      fwd_hooks=[(rec_name[layer], patch) for layer in rec])
             out[ls, heads] = metric_values(m, logits, prompts, k, columns=cols is not None)
-    recv = "logits" if to_logits else [f"L{layer}H{h}" if receiver_input == "q" or not info.is_gqa
-                                       else f"L{layer}KV{h}" for layer in sorted(rec) for h in rec[layer]]
+    kv = receiver_input in ("k", "v") and info.is_gqa
+    recv = "logits" if to_logits else [C.label(C.KVHead(layer, h) if kv else C.Head(layer, h))
+                                       for layer in sorted(rec) for h in rec[layer]]
     meta = {"method": "path_patching", "target": "z (sender heads)", "receivers": recv,
             "receiver_input": None if to_logits else receiver_input, "metric": m.name,
             "orig": "clean", "new": "corrupted", "n_examples": b,
             "note": ("k/v receivers are key/value heads (GQA)" if receiver_input in ("k", "v")
                      and info.is_gqa and not to_logits else ""),
             "title": f"Path patching: sender heads -> {'logits' if to_logits else receiver_input}"}
-    coords = {"layer": [f"L{x}" for x in range(info.n_layers)],
-              "head": [f"H{h}" for h in range(info.n_heads)]}
+    coords = {"layer": C.layer_labels(info.n_layers), "head": C.head_axis_labels(info.n_heads)}
     return finish(out, ("layer", "head"), coords, meta, clean_pe, corr_pe, "noising")

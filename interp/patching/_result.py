@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from interp import components as C
 from interp.metrics import MetricSpec, bootstrap_ci, normalise_paired
 from interp.prompts import PromptSet
 from interp.results import Result
@@ -39,11 +40,9 @@ class PatchingResult(Result):
             if tuple(self.raw.shape) != tuple(self.values.shape):
                 raise ValueError("raw must have the same shape as values")
 
-    def to_frame(self):
-        df = super().to_frame()
-        if self.raw is not None:
-            df["raw"] = self.raw.reshape(-1).float().numpy()
-        return df
+    def _cell_columns(self) -> dict:
+        """``raw``: the mean metric with the cell patched."""
+        return {} if self.raw is None else {"raw": self.raw.reshape(-1).double().numpy()}
 
 
 def prepare_pairs(model, prompts: PromptSet, metric: MetricSpec, direction: str):
@@ -65,11 +64,12 @@ def prepare_pairs(model, prompts: PromptSet, metric: MetricSpec, direction: str)
 
 
 def pos_labels(model, prompts: PromptSet) -> list[str]:
+    """``"p:token"`` labels of the first prompt's positions (``"p"`` without a tokenizer)."""
     tok = getattr(model, "tokenizer", None)
     toks = prompts.clean_tokens[0]
     if tok is None:
-        return [str(p) for p in range(len(toks))]
-    return [f"{p}:{tok.decode([int(t)])}" for p, t in enumerate(toks)]
+        return C.pos_labels(len(toks))
+    return C.pos_labels([tok.decode([int(t)]) for t in toks])
 
 
 def finish(values_pe: Tensor, dims, coords, meta, clean_pe, corr_pe, direction) -> PatchingResult:

@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp import components as C
 from interp import hooks as H
 from interp.retrieval._decode import MaskMode, greedy_decode, kv_cache, mask_hooks, new_cache, stop_ids
 from interp.retrieval._trials import Needle, Trial, build_trials, default_haystack, default_needles
@@ -205,7 +206,7 @@ def retrieval_scores(
         min_recall=min_recall, max_new_tokens=max_new_tokens, fast_fallbacks=fallbacks,
         trials=rows, positional=info.positional,
     )
-    res.meta["retrieval_heads"] = [f"L{lh[0]}H{lh[1]}" for lh in res.above(RETRIEVAL_THRESHOLD)]
+    res.meta["retrieval_heads"] = [C.label(C.Head(*lh)) for lh in res.above(RETRIEVAL_THRESHOLD)]
     return res
 
 
@@ -232,19 +233,9 @@ class MaskingResult(Result):
 
 
 def _parse_heads(heads, info) -> list[tuple[int, int]]:
-    out = []
-    for h in heads:
-        if isinstance(h, str):
-            import re
-
-            m = re.fullmatch(r"L(\d+)H(\d+)", h)
-            if not m:
-                raise ValueError(f"head {h!r} is not of the form 'L3H2'")
-            h = (int(m.group(1)), int(m.group(2)))
-        layer, head = int(h[0]), int(h[1])
-        info.check_head(layer, head)
-        out.append((layer, head))
-    return out
+    """Query heads in any form :func:`interp.components.parse_many` reads, range-checked."""
+    hs = C.heads_only(C.parse_many(heads, **C.sizes(info)), "head masking")
+    return [(h.layer, h.head) for h in hs]
 
 
 def _accuracy(model, trials: list[Trial], heads, mode, max_new_tokens, is_stop, batch_size):
@@ -323,7 +314,7 @@ def masking_experiment(
     draws = [sorted(rng.sample(pool, k)) for _ in range(n_random)]
     rand = [run(d) for d in draws]
     rand_acc = sum(a for a, _ in rand) / len(rand)
-    label = lambda hs: [f"L{a}H{b}" for a, b in hs]
+    label = lambda hs: [C.label(C.Head(a, b)) for a, b in hs]
     return MaskingResult(
         values=torch.tensor([base, top_acc, rand_acc]), dims=("condition",),
         coords={"condition": ["baseline", "top_k", "random_k"]},

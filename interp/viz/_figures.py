@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -12,21 +12,8 @@ DIVERGING = "RdBu"
 
 
 def _axis_labels(result, dim: str) -> list[str]:
-    """Tick labels: integer layer/head ids get an ``L``/``H`` prefix; labels that are already
-    strings ("L3", "KV0", "3: Mary") are shown as they are. Token positions read ``i:token``."""
-    labels = result.coords[dim]
-    prefix = {"layer": "L", "head": "H"}.get(dim)
-    if prefix is not None:
-        return [f"{prefix}{x}" if isinstance(x, int) else str(x) for x in labels]
-    if dim == "pos":
-        return [str(x) if isinstance(x, int) or _has_index(x) else f"{i}:{x}"
-                for i, x in enumerate(labels)]
-    return [str(x) for x in labels]
-
-
-def _has_index(label: Any) -> bool:
-    head, sep, _ = str(label).partition(":")
-    return bool(sep) and head.strip().isdigit()
+    """Tick labels: the result's own string labels ("L3", "H2", "KV0", "3:Mary", ...)."""
+    return [str(x) for x in result.coords[dim]]
 
 
 def heatmap(
@@ -56,7 +43,8 @@ def heatmap(
     return fig
 
 
-def result_figure(result, *, title: str | None = None, zmid: float | None = 0.0, **_: Any) -> go.Figure:
+def result_figure(result, *, title: str | None = None, zmid: float | None = 0.0) -> go.Figure:
+    """Bars (1-D), a heatmap (2-D) or heatmaps faceted by the last axis (3-D) of a result."""
     v = result.values.float()
     name = title or result.meta.get("title") or type(result).__name__
     dims = result.dims

@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from interp import components as C_
 from interp.app import _compute as C
 from interp.app._common import guard, header, remember
 from interp.app._figures import metric_bars
@@ -26,10 +27,9 @@ with st.spinner(f"Knocking out each of {info.n_layers * info.n_heads} heads and 
 
 # default selection: the head whose knockout moves the metric most
 layer, head = divmod(int(ko.values.abs().argmax()), info.n_heads)
-options = info.head_labels() + [f"MLP{i}" for i in range(info.n_layers)] + [
-    f"ATTN{i}" for i in range(info.n_layers)]
+options = info.head_labels() + C_.mlp_labels(info.n_layers) + C_.attn_labels(info.n_layers)
 if "ab_components" not in st.session_state:
-    st.session_state.ab_components = [f"L{layer}H{head}"]
+    st.session_state.ab_components = [C_.label(C_.Head(layer, head))]
 else:  # keep only components this model has (the model may have changed)
     st.session_state.ab_components = [c for c in st.session_state.ab_components if c in options]
 comps = st.multiselect("components to ablate together", options, key="ab_components")
@@ -40,8 +40,9 @@ with left:
     fig = ko.plot(title=f"Knockout of each head alone ({method}): change in {ko.meta['metric']}")
     st.plotly_chart(fig, key="ab_ko")
     if ko.mlp_values is not None:
-        mf = ko.mlp_frame()
-        st.plotly_chart(go.Figure(go.Bar(x=[f"MLP{i}" for i in mf.layer], y=mf.delta)).update_layout(
+        mf = ko.mlps
+        bars = go.Figure(go.Bar(x=mf.labels("component"), y=mf.values.tolist()))
+        st.plotly_chart(bars.update_layout(
             title="Knockout of each MLP alone", yaxis_title="change", height=280), key="ab_ko_mlp")
 with right:
     if not comps:
@@ -85,4 +86,4 @@ with st.expander("Greedy head pruning (Michel et al. 2019)"):
                             "try metric 'prob'.")
         st.plotly_chart(pr.plot(), key="ab_prune_fig")
         st.write(f"{len(pr.kept)} heads kept: {', '.join(pr.kept)}")
-        st.dataframe(pr.curve, hide_index=True)
+        st.dataframe(pr.to_frame(), hide_index=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from interp import components as C_
 from interp.app import _compute as C
 from interp.app._common import guard, header, remember
 from interp.app._figures import attention_grid
@@ -20,7 +21,8 @@ layer = c2.selectbox("layer", list(range(info.n_layers)), key="a_layer")
 head = c3.selectbox("head", list(range(info.n_heads)), key="a_head")
 overlay = c4.selectbox("head-score overlay", ["none", "induction", "previous token", "duplicate token"],
                        key="a_overlay")
-remember("attention", {"example": int(ex), "head": f"L{layer}H{head}", "overlay": overlay})
+name = C_.label(C_.Head(layer, head))
+remember("attention", {"example": int(ex), "head": name, "overlay": overlay})
 
 pats = guard("Computing attention patterns", C.patterns, spec, key, int(ex))
 toks = C.str_tokens(spec, key, int(ex))
@@ -35,11 +37,11 @@ with left:
                                    score_name=overlay, selected=(layer, head)),
                     key="a_grid")
 with right:
-    st.plotly_chart(attention_figure(pats[layer, head], toks, title=f"L{layer}H{head} on example {ex}")
+    st.plotly_chart(attention_figure(pats[layer, head], toks, title=f"{name} on example {ex}")
                     .update_layout(height=520), key="a_head_fig")
     if scores is not None:
         st.plotly_chart(scores.plot(title=f"{overlay} score per head"), key="a_scores")
-        top = scores.ranked().head(5)[["label", "score"]]
+        top = scores.top(5)[["component_label", "value"]]
         st.caption(f"Top {overlay} heads")
         st.dataframe(top, hide_index=True)
-        st.metric(f"L{layer}H{head} {overlay} score", f"{float(scores.values[layer, head]):.3f}")
+        st.metric(f"{name} {overlay} score", f"{float(scores.values[layer, head]):.3f}")

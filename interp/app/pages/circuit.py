@@ -7,6 +7,7 @@ import json
 
 import streamlit as st
 
+from interp import components as C_
 from interp.app import _compute as C
 from interp.app._common import guard, header, remember
 from interp.models import describe
@@ -26,7 +27,7 @@ with st.spinner(f"Scoring with {source}…"):
                                 hint="these methods need corrupted prompts of the same token length.")
 remember("circuit", {"source": source, "threshold": thr})
 
-heads = tuple(f"L{a}H{b}" for a, b in circuit.heads())
+heads = tuple(C_.label(C_.Head(a, b)) for a, b in circuit.heads())
 left, right = st.columns([3, 2])
 left.plotly_chart(circuit.plot(title=f"Circuit: {len(circuit.nodes)} nodes, {len(circuit.edges)} "
                                f"edges ({source})"), key="ci_graph")
@@ -35,10 +36,10 @@ with right:
     c1.metric("nodes", len(circuit.nodes))
     c2.metric("heads", len(heads))
     if prompts.has_corrupted and heads:
-        f = guard("Faithfulness", C.faithfulness, spec, key, tuple(circuit.heads()))
-        st.metric("faithfulness (heads outside mean-ablated)", f"{f['faithfulness']:.3f}")
-        st.caption(f"metric: model {f['model']:.3f}, circuit {f['circuit']:.3f}, corrupted "
-                   f"{f['corrupted']:.3f}")
+        f = guard("Faithfulness", C.faithfulness, spec, key, heads)
+        st.metric("faithfulness (heads outside mean-ablated)", f"{f.faithfulness:.3f}")
+        st.caption(f"metric: model {f.model:.3f}, circuit {f.circuit:.3f}, corrupted "
+                   f"{f.corrupted:.3f}")
     st.dataframe(
         [{"src": s, "dst": d or "-", "score": round(w, 4)} for s, d, w in
          sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut][:30], hide_index=True)

@@ -25,10 +25,8 @@ mean = acc.mean(-1)
 c1, c2, c3 = st.columns(3)
 c1.metric("model logit difference", f"{res.meta['model_logit_diff']:.3f}")
 c2.metric("sum of components", f"{res.total():.3f}")
-top = res.top(1)
-c3.metric("largest head", f"{top.iloc[0]['layer_label'] if 'layer_label' in top else ''}"
-          f"{top.iloc[0]['head_label'] if 'head_label' in top else ''}",
-          f"{float(top.iloc[0][res.value_name]):+.3f}")
+top = res.top(1).iloc[0]
+c3.metric("largest head", top["component_label"], f"{float(top['value']):+.3f}")
 st.plotly_chart(res.plot(title="Direct logit attribution per head (mean over prompts)"),
                 key="dla_heads")
 fig = go.Figure()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from interp import components as C_
 from interp.app import _compute as C
 from interp.app._common import guard, header, remember
 from interp.app._figures import metric_bars
@@ -45,7 +46,7 @@ m = scores.meta
 c1, c2, c3 = st.columns(3)
 c1.metric("trials counted (recall > 50%)", f"{m['n_accepted']} / {m['n_trials']}")
 best, val = scores.best()
-c2.metric("best head (score)", f"L{best[0]}H{best[1]} ({val:.2f})")
+c2.metric("best head (score)", f"{C_.label(C_.Head(*best))} ({val:.2f})")
 thr = c3.slider("threshold", 0.0, 1.0, float(m.get("threshold", 0.1)), 0.01, key="rt_thr")
 above = scores.above(thr)
 remember("retrieval", {"lengths": list(grid[0]), "depths": list(grid[1]), "max_new_tokens": grid[2],
@@ -55,7 +56,7 @@ left, right = st.columns([3, 2])
 left.plotly_chart(scores.plot(title="Retrieval score per head"), key="rt_heat")
 with right:
     st.markdown(f"**{len(above)} head(s) above {thr:.2f}**")
-    st.dataframe(scores.ranked().head(max(len(above), 5))[["label", "score"]], hide_index=True)
+    st.dataframe(scores.top(max(len(above), 5))[["component_label", "value"]], hide_index=True)
 with st.expander("trials"):
     st.dataframe(pd.DataFrame(m["trials"]), hide_index=True)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from interp.components import Head, label
 from interp.models.train import common as C
 from interp.models.train import languages as L
 
@@ -119,9 +120,9 @@ def evaluate(model, n: int = EVAL_BATCH, length: int = EVAL_LEN, seed: int = EVA
     lp, hp = divmod(int(prev_t.argmax()), prev_t.shape[1])
     return {
         "induction_score_best": round(ind_t.max().item(), 4),
-        "induction_head_best": f"L{li}H{hi}",
+        "induction_head_best": label(Head(li, hi)),
         "prev_token_score_best": round(prev_t.max().item(), 4),
-        "prev_token_head_best": f"L{lp}H{hp}",
+        "prev_token_head_best": label(Head(lp, hp)),
         "loss_first_half": round(first, 4),
         "loss_second_half": round(second, 4),
         "loss_ratio_second_over_first": round(second / first, 4),
