@@ -15,7 +15,7 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 warnings.filterwarnings("ignore")
 
-FAMILIES = ["gpt2", "neox", "llama", "qwen2", "gemma2"]
+FAMILIES = ["gpt2", "neox", "llama", "qwen2", "gemma2", "bloom"]
 GQA_FAMILIES = ["llama", "qwen2", "gemma2"]
 
 def build_test_tokenizer(save_dir: Path):
@@ -53,6 +53,24 @@ def make_hf_model(family: str, vocab_size: int, *, seed: int = 0):
                              max_position_embeddings=128, final_logit_softcapping=30.0,
                              attn_logit_softcapping=50.0, sliding_window=64, **common)
         cls = T.Gemma2ForCausalLM
+    elif family == "bloom":  # ALiBi: a per-(example, head) bias goes into every block
+        cfg = T.BloomConfig(n_layer=3, n_head=4, hidden_size=64, **common)
+        cls = T.BloomForCausalLM
+    elif family == "gptj":
+        cfg = T.GPTJConfig(n_layer=3, n_head=4, n_embd=64, n_positions=128, rotary_dim=8,
+                           **common)
+        cls = T.GPTJForCausalLM
+    elif family == "opt":
+        cfg = T.OPTConfig(num_hidden_layers=3, num_attention_heads=4, hidden_size=64,
+                          ffn_dim=128, word_embed_proj_dim=64, max_position_embeddings=128,
+                          **common)
+        cls = T.OPTForCausalLM
+    elif family == "bert":  # bidirectional attention (not causal)
+        cfg = T.BertConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=64,
+                           intermediate_size=128, max_position_embeddings=128,
+                           **{k: v for k, v in common.items() if k == "vocab_size"},
+                           pad_token_id=0)
+        cls = T.BertForMaskedLM
     else:
         raise ValueError(family)
     cfg._attn_implementation = "eager"

@@ -2,8 +2,8 @@
 through :class:`interp._engine.restart.Restarter`.
 
 Shared by activation patching and knockout sweeps. A patch at (layer, cell) is replaced by the
-source activation; positions before the first one it changes are never recomputed (attention is
-causal); patches that start at later blocks join the batch there; the chunk size follows the one
+source activation; positions before the first one it changes are never recomputed (when
+attention is causal, ``Restarter.can_window``); patches that start at later blocks join the batch there; the chunk size follows the one
 memory-budget policy of :func:`interp._engine.restart.default_budget`.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from interp import _bridge as B
 from interp import hooks as H
 from interp._engine.restart import Restarter, default_budget
 from interp.metrics import Metric
@@ -205,6 +206,8 @@ def sweep(
     is replaced, one at a time, by ``src_cache[hook name]`` (same shape as the base run's
     activation) in the base run of ``base``. Shared by activation patching and knockout sweeps;
     see the module docstring of :mod:`interp._engine.restart` and docs/patching.md."""
+    if target not in ("resid_pre", "resid_post"):  # those two are written directly, no hook
+        B.require_hook_effect(base.model, target, method=desc or "activation patching")
     info = base.info
     b, n_pos = base.batch, base.n_pos
     m = metric

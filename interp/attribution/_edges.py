@@ -16,7 +16,7 @@ from torch import Tensor
 
 from interp import hooks as H
 from interp.metrics import MetricSpec, logits_at, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.patching._result import prepare_pairs
 from interp.results import Result
 
@@ -97,6 +97,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     ``values`` is [src, dst] (``by_input`` splits head receivers into q, k, v); impossible
     edges (a receiver not downstream of its sender) are 0 and excluded from ``.edges``."""
 
+    model = as_model(model)
     info = describe(model)
     clean, corrupted = prepare_pairs(model, prompts, metric, "noising")
     L, n_h = info.n_layers, info.n_heads

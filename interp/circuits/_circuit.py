@@ -19,7 +19,7 @@ import torch
 
 from interp import hooks as H
 from interp.metrics import MetricSpec, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.prompts import PromptSet
 
 _HEAD = re.compile(r"^L(\d+)H(\d+)$")
@@ -148,6 +148,7 @@ def faithfulness(
     """Faithfulness of a set of heads: heads outside it are ablated (mean over the corrupted
     prompts, per position, or zero) and the metric is normalised between the corrupted run (0)
     and the full model (1). Returns model, circuit, corrupted metrics and the ratio."""
+    model = as_model(model)
     info = describe(model)
     keep = set(circuit.heads() if isinstance(circuit, Circuit) else [tuple(h) for h in circuit])
     for layer, head in keep:

@@ -1,7 +1,7 @@
 """Models: loading (zoo, local HF directory, Hub id), the zoo registry, and model descriptions."""
 
 from interp.models._info import ModelInfo, describe
-from interp.models._loading import ModelLoadError, load_model
+from interp.models._loading import ModelLoadError, as_model, load_model
 from interp.models._zoo import DEFAULT_MODEL, ZOO, ZooEntry, model_card, zoo_path
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "ZooEntry",
+    "as_model",
     "describe",
     "load_model",
     "model_card",

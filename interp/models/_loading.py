@@ -177,3 +177,19 @@ def load_model(
             f"{', '.join(ZOO)}."
         )
     return _boot(text, **kwargs)
+
+
+def as_model(model: Any) -> TransformerBridge:
+    """The model a public entry point works on: a ``TransformerBridge`` as is; a string or path
+    (zoo name, directory, Hub id) loaded with :func:`load_model`; anything else a TypeError."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if isinstance(model, TransformerBridge):
+        return model
+    raise TypeError(
+        f"expected a model, got {type(model).__name__}: pass a TransformerBridge from "
+        "interp.load_model(...), or a zoo name (e.g. 'ioi'), a model directory or a Hub id "
+        "as a string."
+    )

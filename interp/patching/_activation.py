@@ -31,7 +31,7 @@ from interp import hooks as H
 from interp._engine.restart import Restarter
 from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name, sweep
 from interp.metrics import MetricSpec, logits_at, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.patching._result import PatchingResult, finish, pos_labels, prepare_pairs
 from interp.prompts import PromptSet
 
@@ -59,6 +59,7 @@ def activation_patching(
     prompts) -> [batch]``. ``budget_tokens`` caps rows x positions per forward (default: about
     the activations one cached run holds). Returns a :class:`PatchingResult` (see module doc).
     """
+    model = as_model(model)
     info = describe(model)
     if target not in RESID_TARGETS + HEAD_TARGETS:
         raise ValueError(f"unknown target {target!r}; use one of {RESID_TARGETS + HEAD_TARGETS}.")
