@@ -17,6 +17,9 @@ warnings.filterwarnings("ignore")
 
 FAMILIES = ["gpt2", "neox", "llama", "qwen2", "gemma2", "bloom"]
 GQA_FAMILIES = ["llama", "qwen2", "gemma2"]
+# families with a known peculiarity, used by the reliability tests: hooks transformer-lens ignores
+# (gptj, opt: hook_pattern), bidirectional attention (bert), no final norm (gpt1)
+EXTRA_FAMILIES = ["gptj", "opt", "bert", "gpt1"]
 
 def build_test_tokenizer(save_dir: Path):
     """The zoo's shared word-level tokenizer (GPT-2 style: ' Mary' is one token)."""
@@ -65,6 +68,10 @@ def make_hf_model(family: str, vocab_size: int, *, seed: int = 0):
                           ffn_dim=128, word_embed_proj_dim=64, max_position_embeddings=128,
                           **common)
         cls = T.OPTForCausalLM
+    elif family == "gpt1":  # post-norm blocks, no final norm
+        cfg = T.OpenAIGPTConfig(n_layer=2, n_head=4, n_embd=64, n_positions=128,
+                                vocab_size=vocab_size)
+        cls = T.OpenAIGPTLMHeadModel
     elif family == "bert":  # bidirectional attention (not causal)
         cfg = T.BertConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=64,
                            intermediate_size=128, max_position_embeddings=128,
@@ -89,13 +96,26 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_models")
     tok_dir = root / "_tokenizer"
     tok = build_test_tokenizer(tok_dir)
-    out = {}
-    for fam in FAMILIES:
-        d = root / fam
-        model = make_hf_model(fam, vocab_size=len(tok))
-        model.save_pretrained(d, safe_serialization=True)
-        tok.save_pretrained(d)
-        out[fam] = d
+    return {fam: save_tiny(root / fam, fam, tok) for fam in FAMILIES}
+
+
+def save_tiny(d: Path, family: str, tok, *, vocab_size: int | None = None, seed: int = 0) -> Path:
+    """A tiny random model of ``family`` saved with the test tokenizer in ``d`` (HF format)."""
+    model = make_hf_model(family, vocab_size=vocab_size or len(tok), seed=seed)
+    model.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def extra_dirs(tmp_path_factory, tiny_dirs) -> dict[str, Path]:
+    """Tiny models of EXTRA_FAMILIES (plus every family of ``tiny_dirs``)."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("extra_models")
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["gpt2"])
+    out = dict(tiny_dirs)
+    out.update({fam: save_tiny(root / fam, fam, tok) for fam in EXTRA_FAMILIES})
     return out
 
 

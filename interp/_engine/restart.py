@@ -315,6 +315,7 @@ class Restarter:
         """Final norm + unembedding + final softcap, as the model's own head."""
         return U.decode(self.model, resid)
 
+    @torch.no_grad()
     def columns_ok(self, rows: Tensor, columns: Tensor) -> bool:
         """Whether :meth:`unembed_columns` reproduces the model's own unembedding (checked once,
         on the cached ``resid_pre[0]``: the unembedding must be a plain linear map with optional

@@ -92,7 +92,7 @@ def ablated(
 
 def _top_k(model, logits: Tensor, k: int) -> list:
     probs = logits.float().softmax(-1)
-    top = probs.topk(k, dim=-1)
+    top = probs.topk(min(k, probs.shape[-1]), dim=-1)  # a vocabulary may have < k tokens
     tok = getattr(model, "tokenizer", None)
 
     def name(t: int) -> str:

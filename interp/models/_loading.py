@@ -28,6 +28,9 @@ _DTYPES = {
 }
 
 
+_PICKLE_EXTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
 class ModelLoadError(RuntimeError):
     """A model spec could not be turned into a model; the message says how to fix it."""
 
@@ -51,8 +54,16 @@ def _check_hf_dir(path: Path) -> None:
             "Hugging Face format. Save one with `model.save_pretrained(dir)` and "
             "`tokenizer.save_pretrained(dir)`."
         )
-    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
-    if not has_weights:
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for ext in _PICKLE_EXTS for p in path.glob(f"*{ext}"))
+        if pickles:
+            raise ModelLoadError(
+                f"{str(path)!r} holds only pickle weight files ({', '.join(pickles[:3])}); "
+                "interp loads safetensors only, because unpickling a file can run arbitrary "
+                "code. If you trust the source, convert once with transformers: "
+                "`AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, "
+                "safe_serialization=True)`."
+            )
         raise ModelLoadError(f"{str(path)!r} has a config.json but no weights (*.safetensors).")
     try:
         json.loads(config.read_text())
@@ -162,6 +173,7 @@ def load_model(
                 f"download it again with `huggingface-cli download {text}`."
             ) from None
         kwargs.pop("revision", None)
+        _check_hf_dir(Path(local))
         return _boot(local, **kwargs)
 
     start = time.monotonic()

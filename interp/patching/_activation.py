@@ -94,10 +94,10 @@ def activation_patching(
         cells = ([(p, h) for p in range(n_pos) for h in range(n_head)] if per_position
                  else [(h,) for h in range(n_head)])
         dims = ("layer", "pos", "head") if per_position else ("layer", "head")
-    base_pe = corr_pe if direction == "denoising" else clean_pe
+    base_pe, src_pe = (corr_pe, clean_pe) if direction == "denoising" else (clean_pe, corr_pe)
     out = sweep(base, src_cache, target=target, per_position=per_position, layers=layers,
                 cells=cells, metric=m, prompts=prompts, base_values=base_pe,
-                budget_tokens=budget_tokens, progress=progress)
+                budget_tokens=budget_tokens, progress=progress, source_values=src_pe)
     if per_position and target not in RESID_TARGETS:
         out = out.reshape(len(layers), n_pos, n_head, b)
     elif not per_position and target in RESID_TARGETS:
