@@ -156,6 +156,20 @@ def final_norm_is_rms(model) -> bool:
     return "RMS" in str(model.cfg.normalization_type or "")
 
 
+def head_transform(model) -> Callable[[Tensor], Tensor] | None:
+    """What the output head applies before its final norm, when it is more than the norm: BERT's
+    masked-LM head runs a dense layer and an activation first (``mlm_head`` in the bridge).
+    None for the usual head (final norm, unembedding)."""
+    dense = getattr(model, "mlm_head", None)
+    if dense is None:
+        return None
+    from transformers.activations import ACT2FN
+
+    hf = getattr(getattr(model, "original_model", None), "config", None)
+    act = ACT2FN[getattr(hf, "hidden_act", "gelu")]
+    return lambda x: act(dense(x))
+
+
 def unembed_params(model) -> tuple[Tensor | None, Tensor | None]:
     """``(weight [d_vocab, d_model], bias [d_vocab] or None)`` when the unembedding is one plain
     linear map, else ``(None, None)``."""

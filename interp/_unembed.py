@@ -32,9 +32,52 @@ def softcap(model, logits: Tensor) -> Tensor:
 
 
 def final_norm(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-    """The final norm (statistics recomputed on ``resid``); the identity without one."""
+    """The final norm (statistics recomputed on ``resid``); the identity without one. A head
+    with layers before its norm (BERT's masked-LM head) applies them first."""
+    pre = B.head_transform(model)
+    if pre is not None:
+        resid = pre(resid)
     ln = B.final_norm(model)
     return resid if ln is None else ln(resid)
+
+
+def linear_head(model) -> bool:
+    """Whether the head is final norm + unembedding only, so that with the norm's scale frozen
+    the logits are linear in the residual stream (direct logit attribution needs this)."""
+    return B.head_transform(model) is None
+
+
+def require_linear_head(model, method: str) -> None:
+    """ValueError when :func:`linear_head` is False (names the method that needs it)."""
+    if not linear_head(model):
+        family = str(getattr(model.cfg, "architecture", None) or type(model).__name__)
+        raise ValueError(
+            f"{method} needs logits that are linear in the final residual stream once the final "
+            f"norm's scale is frozen, but {family}'s head applies a dense layer and an activation "
+            "before its norm. Use activation patching or ablation instead."
+        )
+
+
+def check_head(model) -> None:
+    """Refuse (NotImplementedError) a model whose logits are not :func:`decode` of its final
+    residual stream: nothing here could decode an intermediate residual correctly. Checked
+    once per model on a 3-token input."""
+    memo = model.__dict__.setdefault("_interp_head_ok", {})
+    if "ok" not in memo:
+        name = final_resid_hook(model)
+        toks = torch.tensor([[0, 1, 2]], device=next(model.parameters()).device)
+        toks = toks % int(model.cfg.d_vocab)
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(toks, names_filter=lambda n: n == name)
+            got = decode(model, cache[name])
+        memo["ok"] = bool((got - logits).abs().max() <= 1e-4 * (1 + float(logits.abs().max())))
+    if not memo["ok"]:
+        family = str(getattr(model.cfg, "architecture", None) or type(model).__name__)
+        raise NotImplementedError(
+            f"{family}'s output head is not the final norm and unembedding interp knows how to "
+            "apply, so it cannot decode a residual stream on this model (patching, logit lens "
+            "and direct logit attribution all need that)."
+        )
 
 
 def decode(model, resid: Float[Tensor, "... d_model"], *, cap: bool = True

@@ -88,6 +88,7 @@ def logit_lens(
     """
     model = as_model(model)
     info = describe(model)
+    U.check_head(model)
     if isinstance(prompts, PromptSet):
         prompts.check(model)
         tokens, answer_pos = prompts.clean_tokens, prompts.answer_pos
@@ -187,6 +188,24 @@ def _logit_dir(model, prompts: PromptSet) -> Float[Tensor, "batch d_model"]:
             - U.unembed_directions(model, prompts.require_wrong()))
 
 
+def _check_additive(model, cache, final: Tensor, bi: Tensor, ap: Tensor) -> None:
+    """Refuse a model whose final residual stream is not the embedding plus every attention
+    and MLP output (blocks that normalise after adding to the stream: post-norm, e.g. GPT-1,
+    BERT): there, components have no direct contribution to split."""
+    L = describe(model).n_layers
+    total = cache[H.resid_pre(0)][bi, ap] + sum(
+        cache[H.attn_out(layer)][bi, ap] + cache[H.mlp_out(layer)][bi, ap] for layer in range(L))
+    if float((total - final).abs().max()) > 1e-3 * (1.0 + float(final.abs().max())):
+        family = describe(model).architecture
+        raise ValueError(
+            f"direct logit attribution needs the final residual stream to be the sum of the "
+            f"embedding and every attention and MLP output, but on {family} it is not (its "
+            "blocks normalise after adding to the stream, i.e. post-norm), so a component has "
+            "no direct path to the logits. Use activation patching or direct_vs_total's total "
+            "effects instead."
+        )
+
+
 def direct_logit_attribution(
     model,
     prompts: PromptSet,
@@ -204,6 +223,8 @@ def direct_logit_attribution(
     model = as_model(model)
     info = describe(model)
     prompts.check(model)
+    U.check_head(model)
+    U.require_linear_head(model, "direct logit attribution")
     device = model.cfg.device
     tokens = prompts.clean_tokens.to(device)
     b = tokens.shape[0]
@@ -253,6 +274,7 @@ def direct_logit_attribution(
         heads = heads.cpu()
         # the model's own logit difference before any softcap
         final = cache[U.final_resid_hook(model)][bi, ap]
+        _check_additive(model, cache, final, bi, ap)
         raw = U.decode(model, final, cap=False)
         model_ld = (raw[bi, right] - raw[bi, wrong]).cpu()
     meta = {"method": "direct_logit_attribution", "model_logit_diff": model_ld.mean().item(),

@@ -125,6 +125,7 @@ class Restarter:
                 "could not record the inputs of every block; this architecture's decoder loop "
                 "does not call model.blocks[i] as modules, so the fast engine cannot restart it."
             )
+        U.check_head(model)
         self._group = self._per_example_groups()
         self.can_window = (self.info.causal and len(self._kv) == self.info.n_layers
                            and all(self._kv[i][0].shape[-2] == self.n_pos for i in self._kv)

@@ -98,6 +98,7 @@ def direct_vs_total(
     else a seeded shuffle of the prompts)."""
     model = as_model(model)
     prompts.check(model)
+    U.require_linear_head(model, "direct_vs_total (its direct effect)")
     info = describe(model)
     if components is None:
         components = [f"L{layer}H{h}" for layer in range(info.n_layers) for h in range(info.n_heads)]
