@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp import hooks as H
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.results import Result
 
 PatternName = Literal["previous_token", "duplicate_token", "induction"]
@@ -118,6 +118,7 @@ def detect_heads(
     exclude_current_token: bool = False,
 ) -> HeadScores:
     """transformer-lens ``detect_head`` convention, batched: [layer, head] averaged over prompts."""
+    model = as_model(model)
     if method not in ("mul", "abs"):
         raise ValueError(f"method must be 'mul' or 'abs', not {method!r}")
     info = describe(model)
@@ -154,6 +155,7 @@ def detect_heads(
 def repeated_tokens(model, *, seq_len: int = 50, batch: int = 10, seed: int = 0,
                     bos: bool = True) -> Int[Tensor, "batch pos"]:
     """``[BOS] + r + r`` with r uniform over the tokenizer's ordinary tokens (fixed seed)."""
+    model = as_model(model)
     info = describe(model)
     if 2 * seq_len + int(bos) > info.n_ctx:
         raise ValueError(f"2*seq_len{'+1' if bos else ''} exceeds the model's context ({info.n_ctx})")
@@ -171,6 +173,7 @@ def repeated_tokens(model, *, seq_len: int = 50, batch: int = 10, seed: int = 0,
 
 def _diagonal_score(model, offset_fn, *, seq_len: int, batch: int, seed: int, bos: bool,
                     title: str) -> HeadScores:
+    model = as_model(model)
     toks = repeated_tokens(model, seq_len=seq_len, batch=batch, seed=seed, bos=bos)
     pats = patterns(model, toks)  # [L, b, H, q, k]
     diag = pats.diagonal(offset=offset_fn(seq_len), dim1=-2, dim2=-1)  # [L, b, H, n]

@@ -24,31 +24,16 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp import components as C
+from interp import _unembed as U
 from interp import hooks as H
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.prompts import PromptSet
 from interp.results import Result
 
 
-def _final_norm_params(model) -> tuple[Tensor | None, Tensor | None]:
-    """Effective (weight, bias) of the final norm: norm(x) = x_hat * weight + bias."""
-    info = describe(model)
-    params = dict(model.ln_final.named_parameters())
-    w = next((v for k, v in params.items() if k.endswith("weight")), None)
-    b = next((v for k, v in params.items() if k.endswith("bias")), None)
-    if w is not None and getattr(model.cfg, "rmsnorm_uses_offset", False) and info.norm == "RMS":
-        w = 1.0 + w  # Gemma's RMSNorm multiplies by (1 + weight)
-    return w, b
-
-
 def _decode(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
     """Final norm (recomputed statistics) + unembedding + softcap, as the model's own head."""
-    info = describe(model)
-    x = model.ln_final(resid)
-    logits = model.unembed(x)
-    if info.final_softcap:
-        logits = torch.tanh(logits / info.final_softcap) * info.final_softcap
-    return logits
+    return U.decode(model, resid)
 
 
 def _rowdot(a: Float[Tensor, "... v"], b: Float[Tensor, "... v"]) -> Float[Tensor, "..."]:
@@ -140,7 +125,9 @@ def logit_lens(
     ``target``: "answer" (the PromptSet's answer at every position; for raw tokens the next
     token), "final_top1" (the model's own top-1 at each position), or a [batch] tensor of ids.
     """
+    model = as_model(model)
     info = describe(model)
+    U.check_head(model)
     if isinstance(prompts, PromptSet):
         prompts.check(model)
         tokens, answer_pos = prompts.clean_tokens, prompts.answer_pos
@@ -150,7 +137,8 @@ def logit_lens(
             tokens = tokens[None]
         answer_pos = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
     b, p = tokens.shape
-    names = [H.resid_pre(layer) for layer in range(info.n_layers)] + [H.resid_post(info.n_layers - 1)]
+    names = [H.resid_pre(layer) for layer in range(info.n_layers)] + [U.final_resid_hook(model)]
+    tokens = tokens.to(model.cfg.device)
     with torch.no_grad():
         cached = set(names[:-1])  # the final row reads the model's own logits
         final_logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in cached)
@@ -159,7 +147,7 @@ def logit_lens(
         elif target == "final_top1":
             tgt = final_logits.argmax(-1)
         elif target == "answer" and isinstance(prompts, PromptSet):
-            tgt = prompts.answer_ids[:, None].expand(b, p)
+            tgt = prompts.answer_ids.to(tokens.device)[:, None].expand(b, p)
         else:  # raw tokens: the next token, the last position its own top-1
             tgt = torch.cat([tokens[:, 1:], final_logits[:, -1:].argmax(-1)], dim=1)
         rows = {key: [] for key in ("top_ids", "top_probs", "rank", "kl", "ent", "tprob")}
@@ -173,7 +161,7 @@ def logit_lens(
             logits = final if i == len(names) - 1 else _decode(model, cache[name]).float()
             _lens_row(logits, tgt, k, p_final, neg_h_final, rows)
             del logits
-    stack = {key: torch.stack(val) for key, val in rows.items()}
+    stack = {key: torch.stack(val).cpu() for key, val in rows.items()}
     tok = getattr(model, "tokenizer", None)
     pos_labels = C.pos_labels(p)
     top_tokens = None
@@ -252,8 +240,26 @@ class DLAResult(Result):
 
 
 def _logit_dir(model, prompts: PromptSet) -> Float[Tensor, "batch d_model"]:
-    wu = model.W_U
-    return (wu[:, prompts.answer_ids] - wu[:, prompts.require_wrong()]).T
+    return (U.unembed_directions(model, prompts.answer_ids)
+            - U.unembed_directions(model, prompts.require_wrong()))
+
+
+def _check_additive(model, cache, final: Tensor, bi: Tensor, ap: Tensor) -> None:
+    """Refuse a model whose final residual stream is not the embedding plus every attention
+    and MLP output (blocks that normalise after adding to the stream: post-norm, e.g. GPT-1,
+    BERT): there, components have no direct contribution to split."""
+    L = describe(model).n_layers
+    total = cache[H.resid_pre(0)][bi, ap] + sum(
+        cache[H.attn_out(layer)][bi, ap] + cache[H.mlp_out(layer)][bi, ap] for layer in range(L))
+    if float((total - final).abs().max()) > 1e-3 * (1.0 + float(final.abs().max())):
+        family = describe(model).architecture
+        raise ValueError(
+            f"direct logit attribution needs the final residual stream to be the sum of the "
+            f"embedding and every attention and MLP output, but on {family} it is not (its "
+            "blocks normalise after adding to the stream, i.e. post-norm), so a component has "
+            "no direct path to the logits. Use activation patching or direct_vs_total's total "
+            "effects instead."
+        )
 
 
 def direct_logit_attribution(
@@ -270,35 +276,35 @@ def direct_logit_attribution(
     (``pattern[q, k] * v[k] @ W_O``; Chughtai et al. 2024), stored in ``meta["by_source"]``
     as [layer, head, key_pos] for the first example... and as the field ``per_source``.
     """
+    model = as_model(model)
     info = describe(model)
     prompts.check(model)
-    tokens = prompts.clean_tokens
+    U.check_head(model)
+    U.require_linear_head(model, "direct logit attribution")
+    device = model.cfg.device
+    tokens = prompts.clean_tokens.to(device)
     b = tokens.shape[0]
-    bi = torch.arange(b)
-    ap = prompts.answer_pos
+    bi = torch.arange(b, device=device)
+    ap = prompts.answer_pos.to(device)
+    right, wrong = prompts.answer_ids.to(device), prompts.require_wrong().to(device)
     names = {H.z(layer) for layer in range(info.n_layers)} | {
         H.attn_out(layer) for layer in range(info.n_layers)} | {
         H.mlp_out(layer) for layer in range(info.n_layers)} | {
-        H.resid_pre(0), H.resid_post(info.n_layers - 1), H.LN_FINAL_SCALE}
+        H.resid_pre(0), U.final_resid_hook(model)} | U.scale_hooks(model)
     if source_positions:
         names |= {H.pattern(layer) for layer in range(info.n_layers)} | {
             H.v(layer) for layer in range(info.n_layers)}
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         direction = _logit_dir(model, prompts)  # [b, d]
-        scale = cache[H.LN_FINAL_SCALE][bi, ap]  # [b, 1]
-        w, bias = _final_norm_params(model)
+        scale = U.final_scale(model, cache, bi, ap)  # [b, 1]
 
         def project(x: Tensor) -> Tensor:  # x [b, ..., d] at the answer position -> [b, ...]
-            if info.norm == "LN":
-                x = x - x.mean(-1, keepdim=True)
-            x = x / scale.view(b, *([1] * (x.ndim - 1)))
-            if w is not None:
-                x = x * w
-            return (x * direction.view(b, *([1] * (x.ndim - 2)), -1)).sum(-1)
+            x = U.frozen_norm_linear(model, x, scale)
+            return (x * direction.view(b, *([1] * (x.ndim - 2)), -1).to(x)).sum(-1)
 
         W_O = model.W_O  # [L, H, d_head, d_model]
-        heads = torch.zeros(info.n_layers, info.n_heads, b)
+        heads = torch.zeros(info.n_layers, info.n_heads, b, device=device)
         others, labels = [], []
         others.append(project(cache[H.resid_pre(0)][bi, ap]))
         labels.append("embed")
@@ -318,19 +324,15 @@ def direct_logit_attribution(
                 v = v.repeat_interleave(info.group_size, dim=2)
                 src = torch.einsum("bhk,bkhe,hed->bhkd", pat, v, W_O[layer])
                 per_source.append(project(src).mean(0))  # [H, key]
-        rem = torch.zeros(b)
-        if bias is not None:
-            rem = rem + (bias * direction).sum(-1)
-        b_u = getattr(model, "b_U", None)
-        if b_u is not None:
-            rem = rem + b_u[prompts.answer_ids] - b_u[prompts.require_wrong()]
-        others.append(rem)
+        others.append(U.logit_bias(model, direction, right, wrong))
         labels.append("remainder(norm bias + unembed bias)")
-        others_t = torch.stack(others)  # [n_other, b]
+        others_t = torch.stack(others).cpu()  # [n_other, b]
+        heads = heads.cpu()
         # the model's own logit difference before any softcap
-        final = cache[H.resid_post(info.n_layers - 1)][bi, ap]
-        raw = model.unembed(model.ln_final(final))
-        model_ld = (raw[bi, prompts.answer_ids] - raw[bi, prompts.require_wrong()])
+        final = cache[U.final_resid_hook(model)][bi, ap]
+        _check_additive(model, cache, final, bi, ap)
+        raw = U.decode(model, final, cap=False)
+        model_ld = (raw[bi, right] - raw[bi, wrong]).cpu()
     meta = {"method": "direct_logit_attribution", "model_logit_diff": model_ld.mean().item(),
             "model_logit_diff_per_example": model_ld.tolist(),
             "note": "logit difference before the final softcap (if any); final-norm scale frozen"}
@@ -339,5 +341,5 @@ def direct_logit_attribution(
         others=others_t.mean(-1), other_labels=labels, others_per_example=others_t,
     )
     if source_positions:
-        res.meta["per_source"] = torch.stack(per_source).tolist()  # [layer, head, key_pos]
+        res.meta["per_source"] = torch.stack(per_source).cpu().tolist()  # [layer, head, key_pos]
     return res

@@ -7,6 +7,7 @@ unembedding, which is most of the saving in fast patching. ``loss`` needs every 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Literal, Union
 
@@ -40,13 +41,42 @@ class Metric:
     from_columns: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, logits: Tensor, prompts: PromptSet) -> Tensor:
-        return self.fn(logits, prompts)
+        return self.check(self.fn(logits, prompts), int(logits.shape[0]))
 
     def from_full(self, logits: Float[Tensor, "batch pos d_vocab"], prompts: PromptSet) -> Tensor:
         """Apply to full-sequence logits (selects the answer rows when needed)."""
         if self.all_positions:
-            return self.fn(logits, prompts)
-        return self.fn(logits_at(logits, prompts.answer_pos), prompts)
+            return self(logits, prompts)
+        return self(logits_at(logits, prompts.answer_pos), prompts)
+
+    def check(self, values, n: int, *, batch: int | None = None) -> Tensor:
+        """``values`` as a ``[n]`` tensor: a clear error for any other shape, a warning naming
+        the examples where it is NaN (``batch``: rows are stacked copies of a batch of that
+        size, so row ``r`` is example ``r % batch``)."""
+        out = torch.as_tensor(values)
+        if out.ndim == 0 and n == 1:
+            out = out.reshape(1)
+        if tuple(out.shape) != (n,):
+            raise ValueError(
+                f"metric {self.name!r} returned shape {list(out.shape)}; expected shape [batch] "
+                f"= [{n}], one number per example. Reduce every other axis inside the metric, "
+                "but not the batch (interp averages over examples itself)."
+            )
+        nan = torch.isnan(out.detach()) if out.is_floating_point() else None
+        if nan is not None and bool(nan.any()):
+            rows = torch.nonzero(nan)[:, 0].tolist()
+            examples = sorted({r % batch for r in rows}) if batch else rows
+            warnings.warn(
+                f"metric {self.name!r} returned NaN for examples {examples}; their scores are "
+                "NaN (check the metric for log(0), 0/0 or an empty selection).",
+                RuntimeWarning, stacklevel=3,
+            )
+        return out
+
+    def columns_values(self, cols: Tensor, batch: int) -> Tensor:
+        """``from_columns`` on logits of the metric's columns ``[n, c]``, checked."""
+        assert self.from_columns is not None
+        return self.check(self.from_columns(cols), int(cols.shape[0]), batch=batch)
 
 
 def _idx(prompts: PromptSet, ids: Tensor, like: Tensor) -> Tensor:
@@ -120,6 +150,21 @@ def resolve_metric(spec: MetricSpec, *, clean_answer_logits: Tensor | None = Non
         f"unknown metric {spec!r}; use one of logit_diff, prob, logprob, kl, loss, or a callable "
         "(answer_logits [batch, d_vocab], prompts) -> [batch]."
     )
+
+
+def warn_identical_pairs(clean: Tensor, corrupted: Tensor) -> list[int]:
+    """Warn when some corrupted prompts tokenise exactly like their clean prompts (patching
+    cannot change those examples); returns their indices."""
+    same = torch.nonzero((clean.cpu() == corrupted.cpu()).all(-1))[:, 0].tolist()
+    if same:
+        everything = len(same) == clean.shape[0]
+        warnings.warn(
+            f"clean and corrupted prompts are identical for examples {same}"
+            + (" (all of them)" if everything else "")
+            + ": no patch can change them. Use a corruption that changes the tokens (e.g. swap "
+            "a name for another single-token name).", UserWarning, stacklevel=3,
+        )
+    return same
 
 
 def normalise(

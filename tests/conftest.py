@@ -15,8 +15,11 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 warnings.filterwarnings("ignore")
 
-FAMILIES = ["gpt2", "neox", "llama", "qwen2", "gemma2"]
+FAMILIES = ["gpt2", "neox", "llama", "qwen2", "gemma2", "bloom"]
 GQA_FAMILIES = ["llama", "qwen2", "gemma2"]
+# families with a known peculiarity, used by the reliability tests: hooks transformer-lens ignores
+# (gptj, opt: hook_pattern), bidirectional attention (bert), no final norm (gpt1)
+EXTRA_FAMILIES = ["gptj", "opt", "bert", "gpt1"]
 
 def build_test_tokenizer(save_dir: Path):
     """The zoo's shared word-level tokenizer (GPT-2 style: ' Mary' is one token)."""
@@ -53,6 +56,28 @@ def make_hf_model(family: str, vocab_size: int, *, seed: int = 0):
                              max_position_embeddings=128, final_logit_softcapping=30.0,
                              attn_logit_softcapping=50.0, sliding_window=64, **common)
         cls = T.Gemma2ForCausalLM
+    elif family == "bloom":  # ALiBi: a per-(example, head) bias goes into every block
+        cfg = T.BloomConfig(n_layer=3, n_head=4, hidden_size=64, **common)
+        cls = T.BloomForCausalLM
+    elif family == "gptj":
+        cfg = T.GPTJConfig(n_layer=3, n_head=4, n_embd=64, n_positions=128, rotary_dim=8,
+                           **common)
+        cls = T.GPTJForCausalLM
+    elif family == "opt":
+        cfg = T.OPTConfig(num_hidden_layers=3, num_attention_heads=4, hidden_size=64,
+                          ffn_dim=128, word_embed_proj_dim=64, max_position_embeddings=128,
+                          **common)
+        cls = T.OPTForCausalLM
+    elif family == "gpt1":  # post-norm blocks, no final norm
+        cfg = T.OpenAIGPTConfig(n_layer=2, n_head=4, n_embd=64, n_positions=128,
+                                vocab_size=vocab_size)
+        cls = T.OpenAIGPTLMHeadModel
+    elif family == "bert":  # bidirectional attention (not causal)
+        cfg = T.BertConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=64,
+                           intermediate_size=128, max_position_embeddings=128,
+                           **{k: v for k, v in common.items() if k == "vocab_size"},
+                           pad_token_id=0)
+        cls = T.BertForMaskedLM
     else:
         raise ValueError(family)
     cfg._attn_implementation = "eager"
@@ -71,13 +96,26 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_models")
     tok_dir = root / "_tokenizer"
     tok = build_test_tokenizer(tok_dir)
-    out = {}
-    for fam in FAMILIES:
-        d = root / fam
-        model = make_hf_model(fam, vocab_size=len(tok))
-        model.save_pretrained(d, safe_serialization=True)
-        tok.save_pretrained(d)
-        out[fam] = d
+    return {fam: save_tiny(root / fam, fam, tok) for fam in FAMILIES}
+
+
+def save_tiny(d: Path, family: str, tok, *, vocab_size: int | None = None, seed: int = 0) -> Path:
+    """A tiny random model of ``family`` saved with the test tokenizer in ``d`` (HF format)."""
+    model = make_hf_model(family, vocab_size=vocab_size or len(tok), seed=seed)
+    model.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def extra_dirs(tmp_path_factory, tiny_dirs) -> dict[str, Path]:
+    """Tiny models of EXTRA_FAMILIES (plus every family of ``tiny_dirs``)."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("extra_models")
+    tok = AutoTokenizer.from_pretrained(tiny_dirs["gpt2"])
+    out = dict(tiny_dirs)
+    out.update({fam: save_tiny(root / fam, fam, tok) for fam in EXTRA_FAMILIES})
     return out
 
 

@@ -131,7 +131,7 @@ def test_dla_matches_transformer_lens_cache(tiny_model):
     through ``apply_ln_to_stack`` (final layer, cached scale) and projected on the residual
     direction of answer - wrong. TL's stack is unscaled by the final norm's weight (it expects
     folded weights), so that weight is applied here."""
-    from interp.lens import _final_norm_params
+    from interp._bridge import final_norm_params as _final_norm_params
 
     ps = _aligned_prompts(seed=1)
     ours = direct_logit_attribution(tiny_model, ps)

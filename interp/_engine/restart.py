@@ -21,6 +21,14 @@ attention layer's key/value step), and the full block runs on the query rows alo
 ``window`` holds the absolute ``(lo, hi)`` of the rows a hook is currently seeing, so hooks can
 address positions.
 
+Windows need causal attention: on a model whose attention is not causal
+(``describe(model).causal`` is False, e.g. BERT) ``can_window`` is False and every replay runs all
+positions.
+
+Per-example block arguments (attention masks, position ids, ALiBi biases laid out as
+``[batch * heads, ...]``) are tiled example-major when ``k`` copies are stacked, so copy ``j`` of
+example ``i`` (row ``j * batch + i``) gets example ``i``'s arguments.
+
 Exactness: tests compare ``resume(0, resid_pre[0])`` with the model's own logits, every patching
 sweep with transformer-lens's one-forward-per-patch functions on five families, and windowed
 runs with full runs.
@@ -36,6 +44,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp import _bridge as B
+from interp import _unembed as U
 from interp import hooks as H
 from interp.models import describe
 
@@ -44,12 +54,8 @@ class _KVDone(Exception):
     """Raised inside a block once its keys and values are known (the rest is not needed)."""
 
 
-def _is_cache(x: Any) -> bool:
-    return type(x).__name__.endswith("Cache") and not isinstance(x, Tensor)
-
-
 def _clean_arg(x: Any) -> Any:
-    if _is_cache(x):
+    if B.is_cache(x):
         return None
     return x
 
@@ -96,38 +102,41 @@ class Restarter:
                     self.attn_out[layer] = first.detach()
             return post
 
-        overridden = []
+        def rec_kv(layer: int, current):
+            def update(k, v, **kw):
+                k, v = current(k, v, **kw)
+                self._kv[layer] = (k.detach(), v.detach())
+                return k, v
+            return update
+
         for layer, block in enumerate(model.blocks):
             handles.append(block.register_forward_pre_hook(record(layer), with_kwargs=True))
             attn = getattr(block, "attn", None)
             if attn_outputs and attn is not None:
                 handles.append(attn.register_forward_hook(record_out(layer)))
-            if attn is not None and hasattr(attn, "_update_kv_cache"):
-                orig = attn._update_kv_cache
-
-                def rec_kv(k, v, _layer=layer, _orig=orig, **kw):
-                    k, v = _orig(k, v, **kw)
-                    self._kv[_layer] = (k.detach(), v.detach())
-                    return k, v
-
-                attn._update_kv_cache = rec_kv
-                overridden.append(attn)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), B.kv_updates(model, rec_kv):
                 self.logits, self.cache = model.run_with_cache(tokens, names_filter=lambda n: n in want)
         finally:
             for h in handles:
                 h.remove()
-            for attn in overridden:
-                del attn._update_kv_cache
         if len(self._block_args) != self.info.n_layers:
             raise RuntimeError(
                 "could not record the inputs of every block; this architecture's decoder loop "
-                "does not call model.blocks[i] as modules. Use implementation='reference'."
+                "does not call model.blocks[i] as modules, so the fast engine cannot restart it."
             )
-        self.can_window = (len(self._kv) == self.info.n_layers
+        U.check_head(model)
+        self._group = self._per_example_groups()
+        self.can_window = (self.info.causal and len(self._kv) == self.info.n_layers
                            and all(self._kv[i][0].shape[-2] == self.n_pos for i in self._kv)
                            and all(self._sliceable(a) for a in self._block_args.values()))
+
+    def _per_example_groups(self) -> set[int]:
+        """Leading-axis multiples ``m`` (rows ``batch * m``, example-major) that mark a block
+        argument as per-example: 1 (``[batch, ...]``) and the head counts (``[batch * heads,
+        ...]``, e.g. ALiBi biases). A leading axis of 1 broadcasts over the copies."""
+        groups = {1, self.info.n_heads, self.info.n_kv_heads}
+        return {m for m in groups if self.batch * m > 1}
 
     # ------------------------------------------------------------------------------------------
     def _sliceable(self, args: Any) -> bool:
@@ -157,11 +166,16 @@ class Restarter:
             return x[:, lo:hi]
         if x.ndim == 1 and x.shape[0] == n and not x.is_floating_point():  # cache position
             return x[lo:hi]
+        if (x.ndim == 3 and x.shape[1] == 1 and x.shape[-1] == n and x.is_floating_point()
+                and x.shape[0] == self.batch * self.info.n_heads):  # ALiBi bias, keys only
+            return x[..., :hi]
         return None
 
     def _tile(self, x: Any, k: int) -> Any:
+        """``k`` example-major copies of a per-example argument (see the module docstring)."""
         if isinstance(x, Tensor):
-            if k > 1 and x.ndim >= 2 and x.shape[0] == self.batch and self.batch > 1:
+            if k > 1 and x.ndim >= 2 and x.shape[0] % self.batch == 0 \
+                    and x.shape[0] // self.batch in self._group:
                 return x.repeat(k, *([1] * (x.ndim - 1)))
             return x  # a batch axis of 1 broadcasts
         if isinstance(x, tuple):
@@ -204,11 +218,8 @@ class Restarter:
                 raise _KVDone
             return k, v
 
-        attn._update_kv_cache = update
-        try:
+        with B.kv_update(attn, lambda _current: update):
             yield
-        finally:
-            del attn._update_kv_cache
 
     def _call_block(self, layer: int, h: Tensor, k: int, lo: int,
                     prefix: tuple[Tensor, Tensor] | None, *, capture=None, stop=False) -> Any:
@@ -220,18 +231,12 @@ class Restarter:
                 out = self.model.blocks[layer](h, *rest, **kw)
             except _KVDone:
                 return None
-        return out[0] if isinstance(out, tuple) else out
+        return B.block_output(out)
 
-    @contextlib.contextmanager
     def attention_output(self, layer: int, out: Tensor):
         """Within the body, block ``layer``'s attention module does not run; it returns ``out``
         (with no pattern) to the block, which does the rest as usual."""
-        attn = self.model.blocks[layer].attn
-        attn.__dict__["forward"] = lambda *a, **kw: (out, None)  # the instance, not a wrapped one
-        try:
-            yield
-        finally:
-            del attn.__dict__["forward"]
+        return B.replace_forward(self.model.blocks[layer].attn, lambda *a, **kw: (out, None))
 
     def head_output_map(self, layer: int, z: Tensor) -> tuple[Tensor, Tensor | None] | None:
         """``(W_O [head, d_head, d_model], b_O)`` if the recorded attention output of ``layer``
@@ -309,13 +314,9 @@ class Restarter:
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Final norm + unembedding + final softcap, as the model's own head."""
-        squeeze = resid.ndim == 2
-        x = resid[:, None] if squeeze else resid
-        logits = self.model.unembed(self.model.ln_final(x))
-        if self.info.final_softcap:
-            logits = torch.tanh(logits / self.info.final_softcap) * self.info.final_softcap
-        return logits[:, 0] if squeeze else logits
+        return U.decode(self.model, resid)
 
+    @torch.no_grad()
     def columns_ok(self, rows: Tensor, columns: Tensor) -> bool:
         """Whether :meth:`unembed_columns` reproduces the model's own unembedding (checked once,
         on the cached ``resid_pre[0]``: the unembedding must be a plain linear map with optional
@@ -323,8 +324,7 @@ class Restarter:
         if not hasattr(self, "_columns_ok"):
             ok = False
             try:
-                weight, _ = self._unembed_params()
-                if weight is not None:
+                if U.columns_supported(self.model):
                     resid = self.cache[H.resid_pre(0)]
                     n = torch.arange(self.batch, device=resid.device)
                     x = resid[n, rows[:self.batch].to(resid.device)]
@@ -337,25 +337,9 @@ class Restarter:
             self._columns_ok = ok
         return self._columns_ok
 
-    def _unembed_params(self) -> tuple[Tensor | None, Tensor | None]:
-        mod = getattr(self.model.unembed, "original_component", None)
-        if mod is None:
-            mod = getattr(self.model.unembed, "_original_component", None)
-        if not isinstance(mod, torch.nn.Linear):
-            return None, None
-        return mod.weight, mod.bias
-
     def unembed_columns(self, resid: Float[Tensor, "n d_model"], columns: Tensor) -> Tensor:
         """Final norm, then only the logits of token ids ``columns [n, c]`` (softcap applied)."""
-        weight, bias = self._unembed_params()
-        x = self.model.ln_final(resid[:, None])[:, 0]
-        cols = columns.to(x.device)
-        logits = torch.einsum("nd,ncd->nc", x, weight[cols])
-        if bias is not None:
-            logits = logits + bias[cols]
-        if self.info.final_softcap:
-            logits = torch.tanh(logits / self.info.final_softcap) * self.info.final_softcap
-        return logits
+        return U.decode_columns(self.model, resid, columns)
 
     def resume(
         self, start: int, resid: Float[Tensor, "batch pos d_model"], *, rows: Tensor | None,

@@ -2,8 +2,8 @@
 through :class:`interp._engine.restart.Restarter`.
 
 Shared by activation patching and knockout sweeps. A patch at (layer, cell) is replaced by the
-source activation; positions before the first one it changes are never recomputed (attention is
-causal); patches that start at later blocks join the batch there; the chunk size follows the one
+source activation; positions before the first one it changes are never recomputed (when
+attention is causal, ``Restarter.can_window``); patches that start at later blocks join the batch there; the chunk size follows the one
 memory-budget policy of :func:`interp._engine.restart.default_budget`.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from interp import _bridge as B
 from interp import hooks as H
 from interp._engine.restart import Restarter, default_budget
 from interp.metrics import Metric
@@ -40,11 +41,11 @@ def metric_values(metric: Metric, logits: Tensor, prompts: PromptSet, k: int, *,
     ``columns``, logits of the metric's columns only, see :func:`answer_columns`)."""
     b = len(prompts)
     if columns:
-        return metric.from_columns(logits).float().cpu().reshape(k, b)
+        return metric.columns_values(logits, b).float().cpu().reshape(k, b)
     out = []
     for i in range(k):
         part = logits[i * b:(i + 1) * b]
-        out.append(torch.as_tensor(metric(part, prompts)).reshape(b).float().cpu())
+        out.append(metric(part, prompts).reshape(b).float().cpu())
     return torch.stack(out)
 
 
@@ -114,6 +115,7 @@ class Job:
     lo: int
     start: int = 0  # block where the batched replay of this patch begins
     resid: Tensor | None = None  # its residual at ``start``, positions lo .. hi-1
+    noop: bool = False  # the patched block's output is bit-identical to the unpatched one
 
 
 def hook_name(target: str, layer: int) -> str:
@@ -174,6 +176,7 @@ def prepare_chunk(base: Restarter, chunk: list[Job], target: str, per_position: 
                     h1 = base.run_blocks(layer, h0, stop=layer + 1, lo=lo)
                 for i, job in enumerate(group):
                     job.resid = h1[i * b:(i + 1) * b]
+                    job.noop = not bool(delta[i].any())  # a head with zero output weights
                 continue
 
         def hook(act, hook, group=group, src=src):
@@ -183,11 +186,16 @@ def prepare_chunk(base: Restarter, chunk: list[Job], target: str, per_position: 
                 setter(act, slice(i * b, (i + 1) * b), src, job.cell, w_lo)
             return act
 
-        h0 = base.cache[H.resid_pre(layer)][:, lo:w_hi].repeat(len(group), 1, 1)
+        # one more, unpatched copy: a patch whose block output is bit-identical to it changes
+        # nothing downstream, so its metric is the base value exactly
+        n = len(group)
+        h0 = base.cache[H.resid_pre(layer)][:, lo:w_hi].repeat(n + 1, 1, 1)
         h1 = base.run_blocks(layer, h0, stop=layer + 1, lo=lo,
                              fwd_hooks=[(hook_name(target, layer), hook)])
+        ref = h1[n * b:]
         for i, job in enumerate(group):
             mine = h1[i * b:(i + 1) * b]
+            job.noop = torch.equal(mine, ref)
             if row_local:
                 r = base.cache[H.resid_post(layer)][:, lo:hi].clone()
                 r[:, :1] = mine
@@ -200,11 +208,18 @@ def sweep(
     base: Restarter, src_cache, *, target: str, per_position: bool, layers: Sequence[int],
     cells: list[tuple], metric: Metric, prompts: PromptSet, base_values: Tensor,
     budget_tokens: int | None = None, progress: bool = False, desc: str | None = None,
+    source_values: Tensor | None = None,
 ) -> Tensor:
     """The metric ``[len(layers), len(cells), batch]`` when each cell of ``target`` at each layer
     is replaced, one at a time, by ``src_cache[hook name]`` (same shape as the base run's
     activation) in the base run of ``base``. Shared by activation patching and knockout sweeps;
-    see the module docstring of :mod:`interp._engine.restart` and docs/patching.md."""
+    see the module docstring of :mod:`interp._engine.restart` and docs/patching.md.
+
+    ``source_values`` (the metric of the source run, ``[batch]``): a ``resid_pre`` or
+    ``resid_post`` patch of every position replaces the whole state, so its metric is the source
+    run's, exactly; no forward is needed."""
+    if target not in ("resid_pre", "resid_post"):  # those two are written directly, no hook
+        B.require_hook_effect(base.model, target, method=desc or "activation patching")
     info = base.info
     b, n_pos = base.batch, base.n_pos
     m = metric
@@ -214,12 +229,16 @@ def sweep(
     windowed = base.can_window and not m.all_positions
     hi = int(ap.max()) + 1 if windowed else n_pos
     jobs: list[Job] = []
+    whole = source_values is not None and target in ("resid_pre", "resid_post") \
+        and not per_position
     for li, layer in enumerate(layers):
         name = hook_name(target, layer)
         src, ref = src_cache[name], base.cache[name]
         for ci, cell in enumerate(cells):
             lo = first_change(target, per_position, src, ref, cell, hi)
-            if lo is not None:
+            if lo is not None and whole:
+                out[li, ci] = source_values.float().cpu()
+            elif lo is not None:
                 jobs.append(Job(slot=li * len(cells) + ci, layer=layer, cell=cell,
                                  lo=lo if windowed else 0,
                                  start=layer if target == "resid_pre" else layer + 1))
@@ -235,6 +254,9 @@ def sweep(
     with torch.no_grad():
         for chunk in chunks:
             prepare_chunk(base, chunk, target, per_position, windowed, hi, setter, src_cache)
+            chunk = [job for job in chunk if not job.noop]  # they keep the base value
+            if not chunk:
+                continue
             # chunks sorts by start block, so stacking by start keeps the chunk's order
             by_start: dict[int, list[Tensor]] = {}
             for job in chunk:

@@ -25,7 +25,7 @@ from interp.ablation._components import (
 from interp._engine.restart import Restarter, default_budget
 from interp._engine.schedule import sweep
 from interp.metrics import MetricSpec, bootstrap_ci, logits_at, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.prompts import PromptSet
 from interp.results import Result
 
@@ -86,6 +86,7 @@ def ablated(
 
     ``mean`` and ``resample`` need ``reference`` prompts here (there are no prompts to fall back
     on); resampled rows are paired to the batch by a seeded permutation, cycled if shorter."""
+    model = as_model(model)
     comps = parse_components(model, components)
     src, rows, _ = sources(model, comps, method, None, reference, per_position, seed)
     with scoped_hooks(model, hooks_for(comps, src, rows)):
@@ -94,7 +95,7 @@ def ablated(
 
 def _top_k(model, logits: Tensor, k: int) -> list:
     probs = logits.float().softmax(-1)
-    top = probs.topk(k, dim=-1)
+    top = probs.topk(min(k, probs.shape[-1]), dim=-1)  # a vocabulary may have < k tokens
     tok = getattr(model, "tokenizer", None)
 
     def name(t: int) -> str:
@@ -119,6 +120,7 @@ def ablate(
 ) -> AblationResult:
     """Ablate ``components`` together on ``prompts``: baseline and ablated metric per example,
     the change with a bootstrap CI, and the top-k predictions before and after."""
+    model = as_model(model)
     prompts.check(model)
     comps = parse_components(model, components)
     src, rows, pp = sources(model, comps, method, prompts, reference, per_position, seed)
@@ -242,6 +244,7 @@ def knockout_sweep(
     rows per call and the memory budget of :func:`interp._engine.restart.default_budget`);
     ``batched`` runs full forwards with the ablations stacked on the batch axis; ``loop`` runs
     one forward per component (the plain reference)."""
+    model = as_model(model)
     prompts.check(model)
     info = describe(model)
     b = len(prompts)

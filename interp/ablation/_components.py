@@ -260,10 +260,7 @@ class Replayer:
         self.b = int(tokens.shape[0])
         self.n_layers = describe(model).n_layers
         names = {H.resid_pre(layer) for layer in range(self.n_layers)} | set(extra or ())
-        try:
-            self._restart = Restarter(model, tokens, names=sorted(names))
-        except RuntimeError as e:
-            raise RuntimeError(f"{e} (for ablation sweeps: implementation='batched')") from e
+        self._restart = Restarter(model, tokens, names=sorted(names))
         self.logits = self._restart.logits
         cache = self._restart.cache
         self.resid = {layer: cache[H.resid_pre(layer)] for layer in range(self.n_layers)}

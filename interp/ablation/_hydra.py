@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from interp import components as C
+from interp import _unembed as U
 from interp import hooks as H
 from interp.ablation._components import (
     Component,
@@ -36,9 +37,8 @@ from interp.ablation._components import (
     sources,
     sweep_layer_hooks,
 )
-from interp.lens import _final_norm_params
 from interp.metrics import bootstrap_ci
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.prompts import PromptSet
 from interp.results import Result
 
@@ -90,7 +90,9 @@ def direct_vs_total(
     """Direct effect, total effect and compensation of each component (default: every head and
     every MLP) under a resample ablation (``reference`` prompts, else the corrupted prompts,
     else a seeded shuffle of the prompts)."""
+    model = as_model(model)
     prompts.check(model)
+    U.require_linear_head(model, "direct_vs_total (its direct effect)")
     info = describe(model)
     if components is None:
         components = C.head_labels(info.n_layers, info.n_heads) + C.mlp_labels(info.n_layers)
@@ -99,26 +101,24 @@ def direct_vs_total(
     b, L = len(prompts), info.n_layers
     ap = prompts.answer_pos
     outs = {("attn", k): H.attn_out(k) for k in range(L)} | {("mlp", k): H.mlp_out(k) for k in range(L)}
-    rep = Replayer(model, prompts.clean_tokens, extra=set(outs.values()) | {H.LN_FINAL_SCALE})
-    bi = torch.arange(b)
+    rep = Replayer(model, prompts.clean_tokens, extra=set(outs.values()) | U.scale_hooks(model))
+    device = rep.logits.device
+    bi = torch.arange(b, device=device)
+    ap = ap.to(device)
     target = rep.logits[bi, ap].argmax(-1)
-    w, bias = _final_norm_params(model)
-    scale = rep.cache[H.LN_FINAL_SCALE][bi, ap]  # [b, 1]
+    scale = U.final_scale(model, rep.cache, bi, ap)  # [b, 1]
 
     def lin(x: Tensor, n: int) -> Tensor:  # frozen final norm without its bias, [n*b, d]
-        if info.norm == "LN":
-            x = x - x.mean(-1, keepdim=True)
-        x = x / scale.repeat(n, 1)
-        return x * w if w is not None else x
+        return U.frozen_norm_linear(model, x, scale.repeat(n, 1))
 
     def logit(resid: Tensor, n: int) -> Tensor:  # pre-softcap logit of t*, [n*b]
-        if freeze_final_scale:
-            normed = lin(resid, n) + (bias if bias is not None else 0.0)
-        else:
-            normed = model.ln_final(resid)
-        return model.unembed(normed).gather(-1, target.repeat(n)[:, None])[:, 0]
+        cols = target.repeat(n)[:, None]
+        if not freeze_final_scale:
+            return U.decode_columns(model, resid, cols, cap=False)[:, 0]
+        u_t = U.unembed_directions(model, target.repeat(n))
+        return (lin(resid, n) * u_t).sum(-1) + U.logit_bias(model, u_t, target.repeat(n))
 
-    u = model.W_U[:, target].T  # [b, d]
+    u = U.unembed_directions(model, target)  # [b, d]
     clean_out = {key: rep.cache[name][bi, ap] for key, name in outs.items()}
     with torch.no_grad():
         clean_logit = logit(_final_resid(rep, ap), 1)
@@ -136,7 +136,8 @@ def direct_vs_total(
 
                 def recorder(key, rec=rec, n=n):
                     def hook(act, hook):
-                        rec[key] = act[torch.arange(n * b), ap.repeat(n)].detach()
+                        rows = torch.arange(n * b, device=act.device)
+                        rec[key] = act[rows, ap.repeat(n).to(act.device)].detach()
                         return act
 
                     return hook
@@ -145,7 +146,7 @@ def direct_vs_total(
                 hooks += [(name, recorder(key)) for key, name in outs.items() if key[1] >= layer]
                 with scoped_hooks(model, hooks):
                     final = rep.run(layer, n)
-                final = final[torch.arange(n * b), ap.repeat(n)]
+                final = final[torch.arange(n * b, device=device), ap.repeat(n)]
                 te = (clean_logit.repeat(n) - logit(final, n)).view(n, b)
                 dde = {key: (lin(rec[key] - clean_out[key].repeat(n, 1), n) * u.repeat(n, 1)).sum(-1).view(n, b)
                        for key in rec}
@@ -153,18 +154,18 @@ def direct_vs_total(
                     own = _own_hook(c)
                     de = -dde[own][j]
                     i = index[c]
-                    per[i, 0], per[i, 1], per[i, 2] = de, te[j], de - te[j]
+                    per[i, 0], per[i, 1], per[i, 2] = de.cpu(), te[j].cpu(), (de - te[j]).cpu()
                     for (kind, k), v in dde.items():
                         after = k > c.layer or (kind == "mlp" and c.kind != "mlp" and k == c.layer)
                         if after:
-                            down[i, k, 0 if kind == "attn" else 1] = v[j].mean()
+                            down[i, k, 0 if kind == "attn" else 1] = v[j].mean().cpu()
     tok = getattr(model, "tokenizer", None)
     targets = [tok.decode([int(t)]) if tok is not None else int(t) for t in target]
     return HydraResult(
         values=per.mean(-1), dims=("component", "effect"),
         coords={"component": [c.label for c in comps], "effect": list(EFFECTS)},
         per_example=per, ci=bootstrap_ci(per, n_boot=n_boot, seed=seed), downstream=down,
-        target_ids=target.tolist(),
+        target_ids=target.cpu().tolist(),
         meta={"method": "direct_vs_total", "ablation": "resample", "freeze_final_scale": freeze_final_scale,
               "targets": targets, "clean_logit": float(clean_logit.mean()),
               "note": "logit of the clean top-1 token before any final softcap; DE with the "
@@ -174,6 +175,5 @@ def direct_vs_total(
 
 def _final_resid(rep: Replayer, ap: Tensor) -> Tensor:
     """The clean final residual stream at the answer positions (a replay of the last block)."""
-    b = rep.b
     final = rep.run(rep.n_layers - 1, 1)
-    return final[torch.arange(b), ap]
+    return final[torch.arange(rep.b, device=final.device), ap.to(final.device)]

@@ -23,7 +23,7 @@ from interp import hooks as H
 from interp.ablation._components import scoped_hooks
 from interp.heads import HeadScores
 from interp.metrics import MetricSpec, logits_at, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.prompts import PromptSet
 from interp.results import Result
 
@@ -103,6 +103,7 @@ def head_importance(
     mask: Tensor | None = None,
 ) -> HeadScores:
     """Michel et al. head importance ``[layer, head]``; raw values in ``meta["raw"]``."""
+    model = as_model(model)
     prompts.check(model)
     raw = raw_importance(model, prompts, mask=mask, loss=loss, batch_size=batch_size)
     vals = normalise_importance(raw) if normalize else raw
@@ -162,6 +163,7 @@ def prune_heads(
     """Greedy pruning: mask the ``step`` fraction of all heads with the lowest importance
     (recomputed under the current mask), repeat while the score stays >= ``stop_at`` x the
     original. The score is ``metric`` (higher is better) averaged over the prompts."""
+    model = as_model(model)
     if not 0 < step < 1 or not 0 < stop_at <= 1:
         raise ValueError("step must be in (0, 1) and stop_at in (0, 1].")
     prompts.check(model)

@@ -17,7 +17,7 @@ from torch import Tensor
 from interp import components as C
 from interp import hooks as H
 from interp.metrics import MetricSpec, logits_at, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.patching._result import prepare_pairs
 from interp.results import Result
 
@@ -46,9 +46,12 @@ def _split_mode(model):
     try:
         if old["use_attn_in"]:
             model.set_use_attn_in(False)
-        model.set_use_split_qkv_input(True)
-        model.set_use_attn_result(True)
-        model.set_use_hook_mlp_in(True)
+        try:
+            model.set_use_split_qkv_input(True)
+            model.set_use_attn_result(True)
+            model.set_use_hook_mlp_in(True)
+        except NotImplementedError as e:
+            raise NotImplementedError(_unsupported(model, str(e))) from None
         yield
     finally:
         model.set_use_split_qkv_input(old["use_split_qkv_input"])
@@ -56,6 +59,20 @@ def _split_mode(model):
         model.set_use_hook_mlp_in(old["use_hook_mlp_in"])
         if old["use_attn_in"]:
             model.set_use_attn_in(True)
+
+
+def _unsupported(model, detail: str) -> str:
+    family = str(getattr(model.cfg, "architecture", None) or type(model).__name__)
+    attn = type(model.blocks[0].attn).__name__ if len(model.blocks) else "?"
+    return (
+        f"edge_attribution is not supported on {family}: EAP needs a separate input per head "
+        "(q, k, v) and per MLP (transformer-lens's use_split_qkv_input and use_hook_mlp_in), "
+        f"which transformer-lens does not provide for this family (attention: {attn}). It is "
+        "supported where transformer-lens splits those inputs (JointQKVAttentionBridge / "
+        "PositionEmbeddingsAttentionBridge: e.g. GPT-2, Pythia/NeoX, Llama, Qwen2). For this "
+        "model use attribution_patching (node-level AtP) or path_patching (exact, per path). "
+        f"[transformer-lens: {detail.splitlines()[0][:200]}]"
+    )
 
 
 @dataclass(kw_only=True)
@@ -103,6 +120,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     ``values`` is [src, dst] (``by_input`` splits head receivers into q, k, v); impossible
     edges (a receiver not downstream of its sender) are 0 and excluded from ``.edges``."""
 
+    model = as_model(model)
     info = describe(model)
     clean, corrupted = prepare_pairs(model, prompts, metric, "noising")
     L, n_h = info.n_layers, info.n_heads
@@ -139,8 +157,8 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
             per_ex = m.from_full(logits, prompts)
             missing = [n for n in receivers if n not in acts]
             if missing:
-                raise RuntimeError(f"hook points {missing[:3]} did not fire; this architecture "
-                                   "does not support split q/k/v inputs, which EAP needs.")
+                raise NotImplementedError(_unsupported(
+                    model, f"hook points {missing[:3]} did not fire"))
             grads = torch.autograd.grad(per_ex.sum(), [acts[n] for n in receivers],
                                         allow_unused=True)
     grad = {n: (torch.zeros_like(acts[n]) if g is None else g) for n, g in zip(receivers, grads)}

@@ -12,9 +12,10 @@ import torch
 from torch import Tensor
 
 from interp import components as C
+from interp import _bridge as B
 from interp import hooks as H
 from interp.metrics import MetricSpec, logits_at, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name
 from interp.patching._activation import Target
 from interp.patching._result import PatchingResult, finish, pos_labels, prepare_pairs
@@ -48,6 +49,7 @@ def attribution_patching(
 
     ``per_position`` defaults to False for head targets ((layer, head)) and True for residual
     targets ((layer, pos)). The result is denoising-normalised like exact patching."""
+    model = as_model(model)
     info = describe(model)
     if target not in RESID_TARGETS + HEAD_TARGETS:
         raise ValueError(f"unknown target {target!r}; use one of {RESID_TARGETS + HEAD_TARGETS}.")
@@ -56,6 +58,7 @@ def attribution_patching(
     if per_position is None:
         per_position = target in RESID_TARGETS
     clean, corrupted = prepare_pairs(model, prompts, metric, "denoising")
+    B.require_hook_effect(model, target, method="attribution patching")
     layers = list(range(info.n_layers)) if layers is None else [int(x) for x in layers]
     for layer in layers:
         info.check_layer(layer)

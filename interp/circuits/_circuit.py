@@ -20,7 +20,7 @@ from interp import components as C
 from interp import hooks as H
 from interp.ablation._components import mean_activation
 from interp.metrics import MetricSpec, bootstrap_ci, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.prompts import PromptSet
 from interp.results import Result
 
@@ -230,6 +230,7 @@ def faithfulness(
     ``circuit``: a :class:`Circuit` (its head nodes) or query heads in any form
     :func:`interp.components.parse_many` reads: ``["L3H2", "L1H0"]``, ``"L3H2,L1H0"``,
     ``[(3, 2)]``, ``[Head(3, 2)]``."""
+    model = as_model(model)
     info = describe(model)
     if isinstance(circuit, Circuit):
         keep_heads = [C.Head(a, b) for a, b in circuit.heads()]

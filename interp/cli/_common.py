@@ -77,6 +77,8 @@ def _load(spec: str):
         return load_model(spec)
     except ModelLoadError as e:
         _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - anything transformers raises: a message, not a traceback
+        _fail(f"could not load model {spec!r}: {type(e).__name__}: {str(e).strip()[:500]}")
 
 
 def _prompts(model, kind: str, n: int, seed: int):
@@ -163,8 +165,8 @@ def _run(fn, *args, **kwargs):
     """Call a library function; turn its input errors into a clean exit 2 with its message."""
     try:
         return fn(*args, **kwargs)
-    except (ValueError, IndexError, TypeError, KeyError) as e:
-        _fail(str(e).strip("'\""))
+    except (ValueError, IndexError, TypeError, KeyError, NotImplementedError, RuntimeError) as e:
+        _fail(str(e).strip("'\"") or type(e).__name__)
 
 
 def _load_with_prompts(spec: str, kind: PromptKind, n: int, seed: int):

@@ -15,6 +15,7 @@ _LAZY = {
     "ModelInfo": "interp.models._info",
     "describe": "interp.models._info",
     "ModelLoadError": "interp.models._loading",
+    "as_model": "interp.models._loading",
     "load_model": "interp.models._loading",
 }
 
@@ -24,6 +25,7 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "ZooEntry",
+    "as_model",
     "describe",
     "load_model",
     "model_card",

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from interp import components as C
+from interp import _bridge as B
 from interp import hooks as H
 
 
@@ -35,6 +36,8 @@ class ModelInfo:
     bos_token_id: int | None
     hooks: frozenset[str] = field(repr=False, default_factory=frozenset)
     d_mlp: int = 0  # MLP hidden width (0: unknown)
+    causal: bool = True  # each position attends only to itself and earlier ones (False: BERT)
+    final_norm: bool = True  # False: the last residual goes straight into the unembedding
 
     @property
     def group_size(self) -> int:
@@ -83,6 +86,7 @@ class ModelInfo:
             f"{self.architecture}: {self.n_layers} layers x {self.n_heads} heads{kv}, "
             f"d_model {self.d_model}, d_head {self.d_head}, vocab {self.d_vocab}, "
             f"context {self.n_ctx}, {self.positional} positions, {self.norm} norm{cap}"
+            + ("" if self.causal else ", bidirectional attention")
         )
 
 
@@ -135,6 +139,8 @@ def describe(model) -> ModelInfo:
         bos_token_id=getattr(tok, "bos_token_id", None) if tok is not None else None,
         hooks=_firing_hooks(model),
         d_mlp=int(getattr(cfg, "d_mlp", 0) or 0),
+        causal=B.attention_is_causal(model),
+        final_norm=B.final_norm(model) is not None,
     )
     try:
         model._interp_info = info

@@ -28,6 +28,9 @@ _DTYPES = {
 }
 
 
+_PICKLE_EXTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
 class ModelLoadError(RuntimeError):
     """A model spec could not be turned into a model; the message says how to fix it."""
 
@@ -51,8 +54,16 @@ def _check_hf_dir(path: Path) -> None:
             "Hugging Face format. Save one with `model.save_pretrained(dir)` and "
             "`tokenizer.save_pretrained(dir)`."
         )
-    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
-    if not has_weights:
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for ext in _PICKLE_EXTS for p in path.glob(f"*{ext}"))
+        if pickles:
+            raise ModelLoadError(
+                f"{str(path)!r} holds only pickle weight files ({', '.join(pickles[:3])}); "
+                "interp loads safetensors only, because unpickling a file can run arbitrary "
+                "code. If you trust the source, convert once with transformers: "
+                "`AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, "
+                "safe_serialization=True)`."
+            )
         raise ModelLoadError(f"{str(path)!r} has a config.json but no weights (*.safetensors).")
     try:
         json.loads(config.read_text())
@@ -162,6 +173,7 @@ def load_model(
                 f"download it again with `huggingface-cli download {text}`."
             ) from None
         kwargs.pop("revision", None)
+        _check_hf_dir(Path(local))
         return _boot(local, **kwargs)
 
     start = time.monotonic()
@@ -177,3 +189,19 @@ def load_model(
             f"{', '.join(ZOO)}."
         )
     return _boot(text, **kwargs)
+
+
+def as_model(model: Any) -> TransformerBridge:
+    """The model a public entry point works on: a ``TransformerBridge`` as is; a string or path
+    (zoo name, directory, Hub id) loaded with :func:`load_model`; anything else a TypeError."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if isinstance(model, TransformerBridge):
+        return model
+    raise TypeError(
+        f"expected a model, got {type(model).__name__}: pass a TransformerBridge from "
+        "interp.load_model(...), or a zoo name (e.g. 'ioi'), a model directory or a Hub id "
+        "as a string."
+    )

@@ -32,7 +32,7 @@ from interp import hooks as H
 from interp._engine.restart import Restarter
 from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name, sweep
 from interp.metrics import MetricSpec, logits_at, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.patching._result import PatchingResult, finish, pos_labels, prepare_pairs
 from interp.prompts import PromptSet
 
@@ -60,6 +60,7 @@ def activation_patching(
     prompts) -> [batch]``. ``budget_tokens`` caps rows x positions per forward (default: about
     the activations one cached run holds). Returns a :class:`PatchingResult` (see module doc).
     """
+    model = as_model(model)
     info = describe(model)
     if target not in RESID_TARGETS + HEAD_TARGETS:
         raise ValueError(f"unknown target {target!r}; use one of {RESID_TARGETS + HEAD_TARGETS}.")
@@ -94,10 +95,10 @@ def activation_patching(
         cells = ([(p, h) for p in range(n_pos) for h in range(n_head)] if per_position
                  else [(h,) for h in range(n_head)])
         dims = ("layer", "pos", "head") if per_position else ("layer", "head")
-    base_pe = corr_pe if direction == "denoising" else clean_pe
+    base_pe, src_pe = (corr_pe, clean_pe) if direction == "denoising" else (clean_pe, corr_pe)
     out = sweep(base, src_cache, target=target, per_position=per_position, layers=layers,
                 cells=cells, metric=m, prompts=prompts, base_values=base_pe,
-                budget_tokens=budget_tokens, progress=progress)
+                budget_tokens=budget_tokens, progress=progress, source_values=src_pe)
     if per_position and target not in RESID_TARGETS:
         out = out.reshape(len(layers), n_pos, n_head, b)
     elif not per_position and target in RESID_TARGETS:

@@ -23,11 +23,12 @@ from typing import Literal
 import torch
 
 from interp import components as C
+from interp import _bridge as B
 from interp import hooks as H
 from interp._engine.restart import Restarter, chunk_size
 from interp._engine.schedule import answer_columns, first_change, metric_values
 from interp.metrics import MetricSpec, logits_at, resolve_metric
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.patching._result import PatchingResult, finish, prepare_pairs
 
 
@@ -53,10 +54,12 @@ def path_patching(
     """Effect of each sender head's path into ``receivers`` (heads' q/k/v, or the logits).
 
     Returns a :class:`PatchingResult` with dims (layer, head) over sender heads."""
+    model = as_model(model)
     info = describe(model)
     if receiver_input not in ("q", "k", "v"):
         raise ValueError(f"receiver_input must be 'q', 'k' or 'v', got {receiver_input!r}.")
     clean, corrupted = prepare_pairs(model, prompts, metric, "noising")
+    B.require_hooks_effect(model, ("z", receiver_input), method="path patching")
     to_logits = isinstance(receivers, str) and receivers.strip().lower() == "logits"
     if not to_logits:  # "L3H2", "L3H2,L2H0", (3, 2), Head(3, 2) or a list of those
         receivers = C.parse_many(receivers)

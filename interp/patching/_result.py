@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from interp import components as C
-from interp.metrics import MetricSpec, bootstrap_ci, normalise_paired
+from interp.metrics import MetricSpec, bootstrap_ci, normalise_paired, warn_identical_pairs
 from interp.prompts import PromptSet
 from interp.results import Result
 
@@ -58,6 +58,7 @@ def prepare_pairs(model, prompts: PromptSet, metric: MetricSpec, direction: str)
             f"{tuple(corrupted.shape)} differ in shape; patching needs position-aligned pairs. "
             "Use a corruption of the same token length (e.g. swap names of one token each)."
         )
+    warn_identical_pairs(prompts.clean_tokens, corrupted)
     prompts.check(model)
     device = model.cfg.device
     return prompts.clean_tokens.to(device), corrupted.to(device)

@@ -23,43 +23,30 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from interp import _bridge as B
 from interp import hooks as H
 from interp.models import describe
 
 MaskMode = Literal["query", "output"]
 
 
-@contextlib.contextmanager
-def kv_cache(model):
-    patched = []
-    for block in getattr(model, "blocks", []):
-        attn = getattr(block, "attn", None)
-        if attn is None or not hasattr(attn, "_update_kv_cache"):
-            continue
-        orig = attn._update_kv_cache
+def kv_cache(model) -> contextlib.AbstractContextManager:
+    """Map ``cache=`` to ``past_key_values=`` in every attention component's key/value step for
+    the duration (stack-safe: nested inside or around the patching engine's overrides)."""
 
-        def update(k, v, _orig=orig, **kw):
+    def make(_layer: int, current):
+        def update(k, v, **kw):
             if kw.get("past_key_values") is None and kw.get("layer_past") is None \
                     and kw.get("cache") is not None:
                 kw["past_key_values"] = kw["cache"]
-            return _orig(k, v, **kw)
+            return current(k, v, **kw)
+        return update
 
-        attn._update_kv_cache = update
-        patched.append(attn)
-    try:
-        yield
-    finally:
-        for attn in patched:
-            del attn._update_kv_cache  # back to the class method
+    return B.kv_updates(model, make)
 
 
 def new_cache(model):
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.original_model.config)
-    except (TypeError, ValueError, AttributeError):  # older transformers: no config argument
-        return DynamicCache()
+    return B.new_dynamic_cache(model)
 
 
 def mask_hooks(model, heads: Iterable[tuple[int, int]], *, mode: MaskMode = "query",

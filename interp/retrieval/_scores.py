@@ -18,7 +18,7 @@ from interp.retrieval._decode import MaskMode, greedy_decode, kv_cache, mask_hoo
 from interp.retrieval._trials import Needle, Trial, build_trials, default_haystack, default_needles
 from interp.retrieval._rouge import rouge1_recall
 from interp.heads import HeadScores
-from interp.models import describe
+from interp.models import as_model, describe
 from interp.results import Result
 
 
@@ -172,6 +172,7 @@ def retrieval_scores(
     ``stop=("\\n", ".")`` to end at the needle's period instead. ``per_example`` holds every trial's score;
     ``meta["trials"]`` each trial's grid cell, response, recall and acceptance.
     """
+    model = as_model(model)
     if implementation not in ("fast", "reference"):
         raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
     if max_new_tokens < 1:
@@ -279,6 +280,7 @@ def masking_experiment(
     unmasked); ``mode="query"`` zeroes the query after rotary (uniform attention),
     ``"output"`` the head's output. Without ``heads`` the top K are taken from ``scores``
     (computed with :func:`retrieval_scores` on the same trials when not given)."""
+    model = as_model(model)
     info = describe(model)
     if not 1 <= k <= info.n_layers * info.n_heads:
         raise ValueError(f"k must be in 1..{info.n_layers * info.n_heads}, got {k}")
@@ -350,6 +352,7 @@ def decore_generate(
     ``heads`` masked on decode steps; ``a`` = entropy of p_base in nats (``alpha=None``, the
     paper's DeCoRe-entropy) or a fixed value (DeCoRe-vanilla uses 0.5). Both runs share the
     unmasked prefill cache; stops at EOS."""
+    model = as_model(model)
     info = describe(model)
     hs = _parse_heads(heads, info)
     if isinstance(prompt, str):
