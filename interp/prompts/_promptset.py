@@ -259,6 +259,38 @@ class PromptSet:
         n = int(self.answer_pos[i]) + 1
         return [tok.decode([int(t)]) for t in src[i, :n]]
 
+    def position_labels(self, model_or_tokenizer=None) -> list[str]:
+        """One honest label per token position, for per-position results.
+
+        ``"p:tok"`` when every example has the same real token at ``p``; else ``"p:<ROLE>"``
+        when every example has the same named position there (IOI ``<IO>``, ``<S2>``, ``<END>``
+        ...), else ``"p:<mixed>"``. When examples end at different positions (right padding), a
+        position where only some examples end says ``[END k/n]`` and one where some are padding
+        says ``[pad k/n]``.
+        """
+        tok = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
+        tok = tok if tok is not None and hasattr(tok, "decode") else None
+        n = len(self)
+        toks = self.clean_tokens.cpu()
+        ans = self.answer_pos.cpu()
+        roles = {r: t.cpu() for r, t in self.positions.items()}
+        out = []
+        for p in range(self.n_pos):
+            real = ans >= p
+            col = toks[:, p]
+            if bool(real.all()) and bool((col == col[0]).all()):
+                base = tok.decode([int(col[0])]) if tok is not None else ""
+            else:
+                shared = [r for r, t in roles.items() if bool((t == p).all())]
+                base = f"<{'/'.join(shared)}>" if shared else "<mixed>"
+            ends, pads = int((ans == p).sum()), int((~real).sum())
+            if 0 < ends < n:
+                base += f" [END {ends}/{n}]"
+            if pads:
+                base += f" [pad {pads}/{n}]"
+            out.append(f"{p}:{base}" if base else str(p))
+        return out
+
     def check(self, model) -> PromptSet:
         """Fail loudly when these prompts cannot be run on ``model``."""
         n_ctx = model_n_ctx(model)
@@ -434,8 +466,8 @@ class PromptSet:
             tensors["wrong_ids"] = self.wrong_ids
         tensor_meta = {k: v for k, v in self.meta.items() if isinstance(v, Tensor)}
         tensors.update({f"meta.{k}": v.contiguous() for k, v in tensor_meta.items()})
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "tensors.safetensors"))
         tensors.update({f"positions.{k}": v.contiguous() for k, v in self.positions.items()})
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "tensors.safetensors"))
         info = {"name": self.name, "pad_id": self.pad_id, "clean_text": self.clean_text,
                 "tokenizer_fp": self.tokenizer_fp,
                 "corrupted_text": self.corrupted_text,

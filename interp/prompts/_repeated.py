@@ -54,7 +54,7 @@ def check_length(model, seq_len: int, bos: bool) -> None:
     n_ctx = describe(model).n_ctx
     if 2 * seq_len + int(bos) > n_ctx:
         raise PromptError(f"2*seq_len{'+1' if bos else ''} = {2 * seq_len + int(bos)} tokens exceed "
-                          f"the model's context ({n_ctx}); use a shorter seq_len.")
+                          f"the context of the model ({n_ctx} tokens); use a shorter seq_len.")
 
 
 def repeated_tokens(model, *, seq_len: int = 50, batch: int = 10, seed: int = 0, bos: bool = True,
