@@ -152,6 +152,7 @@ def faithfulness(
     keep = set(circuit.heads() if isinstance(circuit, Circuit) else [tuple(h) for h in circuit])
     for layer, head in keep:
         info.check_head(layer, head)
+    prompts.check(model)
     corrupted = prompts.require_corrupted()
     m = resolve_metric(metric)
     means = _mean_z(model, corrupted, info.n_layers) if ablation == "mean" else None
