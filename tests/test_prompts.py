@@ -352,7 +352,7 @@ def test_prompts_do_not_import_the_training_recipes():
 
     code = ("import sys, interp.prompts\n"
             "print(any(m.startswith('interp.models.train') for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
     from interp.models.train import ioi, needle

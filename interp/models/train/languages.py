@@ -1,7 +1,7 @@
 """Moved: the language data lives in ``interp.prompts._language``; the needle training example in
 ``interp.models.train.needle``. This module re-exports both so that older imports keep working."""
 
-from interp.prompts._language import *  # noqa: F403
+from interp.prompts._language import *
 
 
 def __getattr__(name: str):
