@@ -32,7 +32,7 @@ def prompts_for(model, name: str, n: int, seed: int):
         return P.ioi(model, n=n, seed=seed)
     if task == "induction":
         return P.induction(model, n=n, seq_len=30, seed=seed)
-    return P.needle(model, lengths=(256,), depths=(0.0, 0.5, 1.0), per_cell=max(1, n // 3), seed=seed)
+    return P.needle(model, max(1, n // 3), lengths=(256,), depths=(0, 50, 100), seed=seed)
 
 
 def analyse(name: str, n: int, seed: int, rep: Report) -> list:

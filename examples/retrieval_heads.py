@@ -63,7 +63,7 @@ def main(argv=None) -> int:
               (base - top) - (base - rand) >= 20, ">= 20 points",
               "Wu et al.: random heads of the same number barely matter")
 
-    ps = P.needle(model, lengths=(128,), depths=(0.0, 0.5, 1.0), per_cell=2 if args.fast else 6,
+    ps = P.needle(model, 2 if args.fast else 6, lengths=(128,), depths=(0, 50, 100),
                   seed=args.seed + 1)
     heads = mask.meta["top_heads"]
     rows, em = [], {"greedy": 0, "DeCoRe": 0}

@@ -20,6 +20,7 @@ _EXPORTS = {
     "DEFAULT_MODEL": "interp.models",
     "PromptSet": "interp.prompts",
     "PromptError": "interp.prompts",
+    "PromptSpec": "interp.prompts",
     "HeadScores": "interp.heads",
     "retrieval_scores": "interp.retrieval",
     "activation_patching": "interp.patching",

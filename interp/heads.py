@@ -26,6 +26,7 @@ from torch import Tensor
 
 from interp import hooks as H
 from interp.models import as_model, describe
+from interp.prompts import _repeated
 from interp.results import Result
 
 PatternName = Literal["previous_token", "duplicate_token", "induction"]
@@ -154,21 +155,10 @@ def detect_heads(
 
 def repeated_tokens(model, *, seq_len: int = 50, batch: int = 10, seed: int = 0,
                     bos: bool = True) -> Int[Tensor, "batch pos"]:
-    """``[BOS] + r + r`` with r uniform over the tokenizer's ordinary tokens (fixed seed)."""
+    """``[BOS] + r + r`` with r uniform over the tokenizer's ordinary tokens (fixed seed); the
+    generator the ``induction`` prompt sets use too (``interp.prompts._repeated``)."""
     model = as_model(model)
-    info = describe(model)
-    if 2 * seq_len + int(bos) > info.n_ctx:
-        raise ValueError(f"2*seq_len{'+1' if bos else ''} exceeds the model's context ({info.n_ctx})")
-    tok = model.tokenizer
-    special = set(getattr(tok, "all_special_ids", []) or []) if tok is not None else set()
-    allowed = torch.tensor([t for t in range(info.d_vocab) if t not in special])
-    g = torch.Generator().manual_seed(seed)
-    r = allowed[torch.randint(len(allowed), (batch, seq_len), generator=g)]
-    parts = [r, r]
-    if bos:
-        b_id = info.bos_token_id if info.bos_token_id is not None else 0
-        parts.insert(0, torch.full((batch, 1), b_id, dtype=torch.long))
-    return torch.cat(parts, dim=1)
+    return _repeated.repeated_tokens(model, seq_len=seq_len, batch=batch, seed=seed, bos=bos)
 
 
 def _diagonal_score(model, offset_fn, *, seq_len: int, batch: int, seed: int, bos: bool,

@@ -68,7 +68,11 @@ def test_changing_the_prompt_set_changes_the_page():
     at.selectbox(key="p_kind").set_value("induction").run()
     at.slider(key="p_len").set_value(10).run()
     ok(at.button(key="p_apply").click().run())
-    assert at.session_state.prompt_key[0] == "induction"
+    from interp.prompts import PromptSpec
+
+    key = at.session_state.prompt_key
+    assert isinstance(key, PromptSpec) and key.kind == "induction" and key.options["seq_len"] == 10
+    assert hash(key) == hash(PromptSpec("induction", options={"seq_len": 10}))
     assert any("induction" in c.value for c in at.caption)
     assert metrics(at)["mean logit diff (clean)"] != before
     # tokens of an induction prompt: BOS + 10 + 9
@@ -90,6 +94,31 @@ def test_bad_custom_prompt_is_a_message():
     at.button(key="p_apply").click().run()
     assert not at.exception
     assert at.error and "token" in at.error[0].value
+
+
+def test_unknown_words_are_refused_or_warned():
+    at = ok(app())
+    at.selectbox(key="p_kind").set_value("custom").run()
+    at.text_input(key="p_ans").set_value(" Zorblax").run()
+    at.button(key="p_apply").click().run()
+    assert not at.exception
+    assert at.error and "not in the tokenizer's vocabulary" in at.error[0].value
+    at = ok(app())
+    at.selectbox(key="p_kind").set_value("custom").run()
+    at.text_area(key="p_clean").set_value("Then, Zorblax and John went to the store. John gave "
+                                          "a drink to").run()
+    at.text_input(key="p_ans").set_value(" John").run()
+    ok(at.button(key="p_apply").click().run())
+    assert any("Zorblax" in w.value for w in at.warning)
+
+
+def test_needle_prompt_depths_are_percent():
+    from interp.prompts import PromptSpec
+
+    at = ok(app())
+    at.selectbox(key="p_kind").set_value("needle").run()
+    ms = at.multiselect(key="p_depths")
+    assert "%" in ms.label and list(ms.value) == list(PromptSpec("needle").options["depths"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +269,10 @@ def test_export_includes_method_pages(tmp_path):
 
 def test_retrieval_scores_threshold_and_masking():
     # last: it swaps the cached model for the needle model
-    at = app(model_spec="needle", prompt_key=("needle", (64,), (0.0,), 0),
+    from interp.prompts import PromptSpec
+
+    at = app(model_spec="needle",
+             prompt_key=PromptSpec("needle", options={"lengths": (64,), "depths": (0,)}),
              rt_lengths=[48], rt_depths=[50], rt_maxnew=6)
     at = page(at, "retrieval")
     m = metrics(at)

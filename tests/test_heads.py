@@ -95,3 +95,19 @@ def test_zoo_induction_model_heads():
     toks = heads.repeated_tokens(model, seq_len=30, batch=4, seed=1)
     tl = detect_heads(model, toks, "induction", exclude_bos=True)
     assert tl.best()[0] in ind.above(0.4)
+
+
+def test_repeated_tokens_is_the_prompts_generator(tiny_gqa_model):
+    """One generator: heads and the induction prompt sets draw the same [BOS] + r + r."""
+    from interp import prompts
+
+    toks = heads.repeated_tokens(tiny_gqa_model, seq_len=9, batch=4, seed=2)
+    assert torch.equal(toks, prompts.repeated_tokens(tiny_gqa_model, seq_len=9, batch=4, seed=2))
+    assert toks.shape == (4, 1 + 2 * 9)
+    assert torch.equal(toks[:, 1:10], toks[:, 10:])
+    assert (toks[:, 0] == tiny_gqa_model.tokenizer.bos_token_id).all()
+    special = set(tiny_gqa_model.tokenizer.all_special_ids)
+    assert not special & set(toks[:, 1:].flatten().tolist())
+    no_bos = heads.repeated_tokens(tiny_gqa_model, seq_len=9, batch=4, seed=2, bos=False)
+    assert torch.equal(no_bos, toks[:, 1:])
+

@@ -73,6 +73,50 @@ def test_build_trials_layout(tiny_llama):
         build_trials(tiny_llama, needles, ["The cat slept."], [10], [0])
 
 
+def _reference_trial(tok, bos, needle, haystack, ctx_len, depth):
+    """The trial from its definition, with integer arithmetic: cycle the haystack tokens to fill
+    the budget, insert at floor(budget * depth / 100) (the end for 100), step back to just after a
+    period token."""
+    import itertools
+
+    enc = lambda t: list(tok.encode(t, add_special_tokens=False))  # noqa: E731
+    hay, nd, q = enc(haystack), enc(" " + needle.needle.strip()), enc(needle.question)
+    budget = ctx_len - len(bos) - len(nd) - len(q)
+    context = list(itertools.islice(itertools.cycle(hay), budget))
+    ins = budget if depth == 100 else budget * depth // 100
+    while 0 < ins < budget and not tok.decode([context[ins - 1]]).strip().endswith("."):
+        ins -= 1
+    return bos + context[:ins] + nd + context[ins:] + q
+
+
+def test_trial_grid_matches_its_definition_and_the_needle_prompts(tiny_llama):
+    """The retrieval grid (one builder, depths in percent) equals the trials built from their
+    definition, and the ``needle`` prompt set holds the same token ids."""
+    from interp import prompts
+
+    tok = tiny_llama.tokenizer
+    lengths, depths = [40, 57, 64], [0, 7, 33, 50, 99, 100]
+    trials = R._trials(tiny_llama, None, None, lengths, depths, 5, 2)
+    needles = default_needles(3, seed=2)
+    ref = [_reference_trial(tok, [tok.bos_token_id], nd, default_haystack(seed=2 + i), n, d)
+           for i, nd in enumerate(needles) for n in lengths for d in depths]
+    assert [t.ids for t in trials] == ref
+    assert [(t.ctx_len, t.depth) for t in trials] == [(n, d) for _ in needles for n in lengths
+                                                     for d in depths]
+    ps = prompts.needle(tiny_llama, 3, lengths=lengths, depths=depths, seed=2)
+    assert [ps.clean_tokens[i, : int(ps.answer_pos[i]) + 1].tolist() for i in range(len(ps))] == ref
+    # the default depths are the paper's 10 (round(linspace(0, 100, 10)))
+    assert R.DEFAULT_DEPTHS == tuple(round(x) for x in torch.linspace(0, 100, 10).tolist())
+
+
+def test_fraction_depths_are_refused(tiny_gpt2):
+    # they used to be truncated to 0 by int(); now they say what unit is expected
+    with pytest.raises(ValueError, match="multiply them by 100"):
+        R.retrieval_scores(tiny_gpt2, lengths=[40], depths=[0.25, 0.5])
+    with pytest.raises(ValueError, match="multiply them by 100"):
+        build_trials(tiny_gpt2, default_needles(1), [default_haystack()], [40], [0.5])
+
+
 # --- scoring ----------------------------------------------------------------------------------
 
 def test_trial_scores_hand_case():

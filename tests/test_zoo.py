@@ -102,7 +102,7 @@ def test_tokenizer_language():
         s = L.filler_sentence(rng)
         ids = tk.encode(s, add_special_tokens=False)
         assert tk.unk_token_id not in ids and tk.decode(ids) == s
-    ex = L.needle_example(rng, 100, 0.5, tk)
+    ex = L.needle_example(rng, 100, 50, tk)
     assert ex["needle"] in ex["prompt"] and len(tk.encode(ex["answer"])) >= 3
     train, held = L.split_name_pairs()
     assert not set(train) & set(held)
@@ -131,7 +131,7 @@ def test_needle_metric(tok):
     from interp.models.train import needle
 
     m = needle.evaluate(hf_model("needle"), tok, n_per_depth=1, seed=5,
-                        depths=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0], lo=256, hi=320)
+                        depths=[0, 10, 20, 30, 40, 50, 60, 70, 80, 100], lo=256, hi=320)
     assert m["exact_match_mean"] >= 0.8, m
 
 

@@ -3,6 +3,8 @@
 Rules: the model lives in ``st.cache_resource(max_entries=1)``; results in
 ``st.cache_data`` keyed by (model spec, prompt key, options) -- see ``interp/app/_compute.py``;
 ``st.session_state`` holds only UI selections (model spec, prompt key, per-page settings).
+The prompt key is an ``interp.prompts.PromptSpec`` (frozen, hashable): the only way the app
+builds prompts, with the same per-kind defaults as the library and the ``interp`` command.
 """
 
 from __future__ import annotations
@@ -15,37 +17,26 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from interp.models import DEFAULT_MODEL, ZOO
+from interp.prompts import PROMPT_KINDS, PromptSpec  # noqa: F401 (PROMPT_KINDS: for the pages)
 
 T = TypeVar("T")
 
 #: prompt set per zoo model (the task that exercises its circuit)
 TASK_OF = {name: e.task for name, e in ZOO.items()}
-PROMPT_KINDS = ("ioi", "induction", "needle", "custom")
 
 
 def default_model() -> str:
     return os.environ.get("INTERP_MODEL") or DEFAULT_MODEL
 
 
-def default_prompt_key(spec: str) -> tuple:
-    kind = TASK_OF.get(spec, "ioi")
-    return make_prompt_key(kind)
+def default_prompt_key(spec: str) -> PromptSpec:
+    """The model's own task (zoo) or IOI, with the kind's defaults."""
+    return PromptSpec(TASK_OF.get(spec, "ioi"))
 
 
-def make_prompt_key(kind: str, *, n: int | None = None, seed: int = 0, **kw: Any) -> tuple:
-    """A hashable description of a prompt set; the cache key for everything computed on it."""
-    if kind == "ioi":
-        return ("ioi", n or 8, seed, kw.get("corruption", "abc"))
-    if kind == "induction":
-        return ("induction", n or 8, kw.get("seq_len", 20), seed)
-    if kind == "needle":
-        return ("needle", tuple(kw.get("lengths", (64,))), tuple(kw.get("depths", (0.0, 0.5, 1.0))),
-                seed)
-    if kind == "custom":
-        return ("custom", tuple(kw["clean"]), tuple(kw["answers"]),
-                tuple(kw["corrupted"]) if kw.get("corrupted") else None,
-                tuple(kw["wrong"]) if kw.get("wrong") else None)
-    raise ValueError(f"unknown prompt kind {kind!r}; use one of {', '.join(PROMPT_KINDS)}")
+def make_prompt_key(kind: str, *, n: int | None = None, seed: int = 0, **options: Any) -> PromptSpec:
+    """The PromptSpec for the options chosen on the page (validated: bad input raises)."""
+    return PromptSpec(kind, n=n, seed=int(seed), options=options)
 
 
 def init_state() -> None:
@@ -84,31 +75,13 @@ def get_model(spec: str):
 
 
 @st.cache_data(max_entries=16, show_spinner="Building prompts…")
-def get_prompts(spec: str, key: tuple):
-    from interp import prompts as P
-
-    model = get_model(spec)
-    kind = key[0]
-    if kind == "ioi":
-        _, n, seed, corruption = key
-        ps = P.ioi(model, n=n, seed=seed, corruption=corruption)
-    elif kind == "induction":
-        _, n, seq_len, seed = key
-        ps = P.induction(model, n=n, seq_len=seq_len, seed=seed)
-    elif kind == "needle":
-        _, lengths, depths, seed = key
-        ps = P.needle(model, lengths=lengths, depths=depths, seed=seed)
-    elif kind == "custom":
-        _, clean, answers, corrupted, wrong = key
-        ps = P.PromptSet.from_pairs(model, list(clean), list(answers),
-                                    corrupted=list(corrupted) if corrupted else None,
-                                    wrong=list(wrong) if wrong else None)
-    else:
-        raise ValueError(f"unknown prompt kind {kind!r}")
-    return ps.check(model)
+def get_prompts(spec: str, key: PromptSpec):
+    if not isinstance(key, PromptSpec):
+        raise TypeError(f"the prompt key must be a PromptSpec, not {type(key).__name__}")
+    return key.build(get_model(spec))
 
 
-def current() -> tuple[str, Any, tuple, Any]:
+def current() -> tuple[str, Any, PromptSpec, Any]:
     """(model spec, model, prompt key, prompts) of the session, or an error message and stop."""
     init_state()
     spec, key = st.session_state.model_spec, st.session_state.prompt_key
@@ -120,18 +93,11 @@ def current() -> tuple[str, Any, tuple, Any]:
     return spec, model, key, prompts
 
 
-def describe_key(key: tuple) -> str:
-    kind = key[0]
-    if kind == "ioi":
-        return f"IOI, {key[1]} prompts, {key[3].upper()} corruption, seed {key[2]}"
-    if kind == "induction":
-        return f"induction, {key[1]} prompts, repeated span {key[2]}, seed {key[3]}"
-    if kind == "needle":
-        return f"needle, lengths {list(key[1])}, depths {list(key[2])}, seed {key[3]}"
-    return f"custom, {len(key[1])} prompt(s)"
+def describe_key(key: PromptSpec) -> str:
+    return key.describe()
 
 
-def header(title: str, caption: str) -> tuple[str, Any, tuple, Any]:
+def header(title: str, caption: str) -> tuple[str, Any, PromptSpec, Any]:
     st.title(title)
     spec, model, key, prompts = current()
     st.caption(f"{caption}  \nModel **{spec}** · prompts: {describe_key(key)}")

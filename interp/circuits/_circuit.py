@@ -239,6 +239,7 @@ def faithfulness(
     else:
         keep_heads = C.heads_only(C.parse_many(circuit, **C.sizes(info)), "faithfulness")
     keep = {(h.layer, h.head) for h in keep_heads}
+    prompts.check(model)
     corrupted = prompts.require_corrupted()
     m = resolve_metric(metric)
     if ablation not in ("mean", "zero"):

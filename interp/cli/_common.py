@@ -81,22 +81,26 @@ def _load(spec: str):
         _fail(f"could not load model {spec!r}: {type(e).__name__}: {str(e).strip()[:500]}")
 
 
-def _prompts(model, kind: str, n: int, seed: int):
+def _auto_kind(model, spec: str) -> str:
+    """The zoo model's own task, else a kind named in the tokenizer's path, else IOI."""
+    from interp.models import ZOO
+
+    if spec in ZOO:
+        return ZOO[spec].task
+    name = getattr(model.tokenizer, "name_or_path", "") or ""
+    return next((k for k in ("induction", "needle") if k in Path(name).name), "ioi")
+
+
+def _prompts(model, kind: str, n: int, seed: int, spec: str = ""):
+    """Build the prompt set through ``PromptSpec`` (the kind's defaults; ``n`` and ``seed``)."""
     from interp import prompts as P
 
     if kind == "auto":
-        name = getattr(model.tokenizer, "name_or_path", "") or ""
-        kind = next((k for k in ("induction", "needle") if k in Path(name).name), "ioi")
+        kind = _auto_kind(model, spec)
     try:
-        if kind == "ioi":
-            return P.ioi(model, n=n, seed=seed)
-        if kind == "induction":
-            return P.induction(model, n=n, seq_len=30, seed=seed)
-        if kind == "needle":
-            return P.needle(model, lengths=(256,), depths=(0.0, 0.25, 0.5, 0.75, 1.0), seed=seed)
+        return P.PromptSpec(kind, n=n, seed=seed).build(model)
     except P.PromptError as e:
         _fail(str(e))
-    _fail(f"unknown prompt set {kind!r}; use ioi, induction, needle or auto")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,6 +109,8 @@ def _prompts(model, kind: str, n: int, seed: int):
 
 
 class PromptKind(str, Enum):
+    """``--prompts``: ``auto`` or a ``PromptSpec`` kind that needs no typed text."""
+
     auto = "auto"
     ioi = "ioi"
     induction = "induction"
@@ -171,12 +177,7 @@ def _run(fn, *args, **kwargs):
 
 def _load_with_prompts(spec: str, kind: PromptKind, n: int, seed: int):
     model = _load(spec)
-    if kind == PromptKind.auto:
-        from interp.models import ZOO
-
-        if spec in ZOO:
-            return model, _prompts(model, ZOO[spec].task, n, seed)
-    return model, _prompts(model, kind.value, n, seed)
+    return model, _prompts(model, kind.value, n, seed, spec)
 
 
 def print_matrix(values, rows: list[str], cols: list[str], title: str, max_cols: int = 24) -> None:

@@ -65,12 +65,10 @@ def prepare_pairs(model, prompts: PromptSet, metric: MetricSpec, direction: str)
 
 
 def pos_labels(model, prompts: PromptSet) -> list[str]:
-    """``"p:token"`` labels of the first prompt's positions (``"p"`` without a tokenizer)."""
-    tok = getattr(model, "tokenizer", None)
-    toks = prompts.clean_tokens[0]
-    if tok is None:
-        return C.pos_labels(len(toks))
-    return C.pos_labels([tok.decode([int(t)]) for t in toks])
+    """Per-position labels: the token when every example agrees, else the shared named role or
+    ``<mixed>``, with ``[END k/n]`` / ``[pad k/n]`` where examples end at different positions
+    (see ``PromptSet.position_labels``)."""
+    return prompts.position_labels(getattr(model, "tokenizer", None))
 
 
 def finish(values_pe: Tensor, dims, coords, meta, clean_pe, corr_pe, direction) -> PatchingResult:

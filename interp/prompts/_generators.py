@@ -7,31 +7,36 @@ from typing import Literal, Sequence
 
 import torch
 
+from interp.models import describe
+from interp.prompts import _language as L
+from interp.prompts import _needle, _repeated
 from interp.prompts._promptset import (
     PromptError,
     PromptSet,
     _pad_id,
     _tok_meta,
+    _unk_id,
     encode,
     get_tokenizer,
     model_n_ctx,
+        tokenizer_fingerprint,
 )
 
 
-def _languages():
-    from interp.models.train import languages
-
-    return languages
-
-
 def single_token_words(tokenizer, words: Sequence[str]) -> list[str]:
-    """The words that are exactly one token with a leading space under ``tokenizer``."""
-    return [w for w in words if len(tokenizer.encode(" " + w, add_special_tokens=False)) == 1]
+    """The words that are exactly one known token (not the unknown token) with a leading space."""
+    unk = _unk_id(tokenizer)
+    out = []
+    for w in words:
+        ids = tokenizer.encode(" " + w, add_special_tokens=False)
+        if len(ids) == 1 and ids[0] != unk:
+            out.append(w)
+    return out
 
 
 def ioi(
     model,
-    n: int = 32,
+    n: int = 8,
     *,
     templates: Literal["mixed", "BABA", "ABBA"] = "mixed",
     corruption: Literal["abc", "swap"] = "abc",
@@ -49,7 +54,6 @@ def ioi(
     (e.g. the zoo's held-out pairs). Names that are not single tokens under the model's tokenizer
     are dropped; too few left is an error.
     """
-    L = _languages()
     tok = get_tokenizer(model)
     rng = random.Random(seed)
     pool = single_token_words(tok, names if names is not None else L.NAMES)
@@ -111,9 +115,11 @@ def ioi(
         pos_S2=torch.tensor(pos_s2),
         corruption=corruption,
     )
+    positions = {"IO": pos_io, "S1": pos_s1, "S2": pos_s2, "END": [len(c) - 1 for c in clean]}
     return PromptSet.from_token_lists(
         clean, ans, corrupted=corrupt, wrong=wrong, clean_text=ctext, corrupted_text=ktext,
         pad_id=_pad_id(tok), name=f"ioi-{templates}-{corruption}", meta=meta, n_ctx=model_n_ctx(model),
+        positions=positions, tokenizer_fp=tokenizer_fingerprint(tok),
     )
 
 
@@ -128,93 +134,111 @@ def _fill_abc(tmpl: str, a: str, b: str, c: str, place: str, obj: str) -> str:
 
 def induction(
     model,
-    n: int = 16,
+    n: int = 8,
     *,
-    seq_len: int = 50,
+    seq_len: int = 20,
     seed: int = 0,
     low: int | None = None,
     high: int | None = None,
     prepend_bos: bool = True,
 ) -> PromptSet:
-    """Repeated random tokens ``[BOS] + r + r[:-1]``; the answer is ``r[-1]``.
+    """Repeated random tokens: the sequence ``[BOS] + r + r`` of :func:`interp.heads.repeated_tokens`
+    (same generator, same seed, same tokens) with its last token held out: the prompt is
+    ``[BOS] + r + r[:-1]`` and the answer ``r[-1]``.
 
-    The corrupted prompt replaces the first copy by fresh random tokens, so the answer can no
-    longer be copied; its wrong answer is the corrupted first copy's last token. Token ids are
-    drawn from [low, high) (default: the tokenizer's ordinary tokens, skipping special ones).
+    The corrupted prompt replaces the first copy by fresh random tokens (the generator's next
+    block), so the answer can no longer be copied; its wrong answer is the corrupted first copy's
+    last token. Token ids are drawn from [low, high) (default: the tokenizer's ordinary tokens).
     """
     tok = get_tokenizer(model)
-    n_ctx = model_n_ctx(model)
-    if n_ctx is not None and 2 * seq_len + 1 > n_ctx:
-        raise PromptError(f"2*seq_len+1 = {2 * seq_len + 1} tokens exceed the context ({n_ctx}).")
-    special = set(getattr(tok, "all_special_ids", []) or [])
-    vocab = int(getattr(getattr(model, "cfg", None), "d_vocab", 0) or len(tok))
-    lo = low if low is not None else 0
-    hi = high if high is not None else min(vocab, len(tok))
-    allowed = torch.tensor([t for t in range(lo, hi) if t not in special])
-    if len(allowed) < 2 * seq_len:
-        raise PromptError(f"token range [{lo},{hi}) is too small for seq_len={seq_len}.")
-    g = torch.Generator().manual_seed(seed)
-    r = allowed[torch.randint(len(allowed), (n, seq_len), generator=g)]
-    r2 = allowed[torch.randint(len(allowed), (n, seq_len), generator=g)]
-    bos = getattr(tok, "bos_token_id", None)
-    prefix = [bos] if prepend_bos and bos is not None else []
+    _repeated.check_length(model, seq_len, prepend_bos)
+    r, r2 = _repeated.random_blocks(model, n, seq_len, seed=seed, count=2, low=low, high=high)
+    prefix = _repeated.bos_prefix(model, prepend_bos)
     clean = [prefix + r[i].tolist() + r[i, :-1].tolist() for i in range(n)]
     corrupt = [prefix + r2[i].tolist() + r[i, :-1].tolist() for i in range(n)]
     meta = _tok_meta(tok)
     meta.update(seq_len=seq_len, bos=bool(prefix))
+    b = len(prefix)
+    positions = {"A": [b + seq_len - 2] * n, "B": [b + seq_len - 1] * n,
+                 "END": [b + 2 * seq_len - 2] * n}
     return PromptSet.from_token_lists(
         clean, r[:, -1].tolist(), corrupted=corrupt, wrong=r2[:, -1].tolist(),
         clean_text=[tok.decode(c) for c in clean], corrupted_text=[tok.decode(c) for c in corrupt],
-        pad_id=_pad_id(tok), name=f"induction-{seq_len}", meta=meta, n_ctx=n_ctx,
+        pad_id=_pad_id(tok), name=f"induction-{seq_len}", meta=meta, n_ctx=model_n_ctx(model),
+        positions=positions, tokenizer_fp=tokenizer_fingerprint(tok),
     )
 
 
 def needle(
     model,
+    n: int = 1,
     *,
-    lengths: Sequence[int] = (128, 256),
-    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-    per_cell: int = 1,
+    lengths: Sequence[int] = (128,),
+    depths: Sequence[int] = (0, 50, 100),
     seed: int = 0,
-    prepend_bos: bool = True,
 ) -> PromptSet:
-    """Needle-in-a-haystack prompts over a grid of haystack lengths (tokens) x needle depths.
+    """Needle-in-a-haystack prompts: the retrieval-head trials (``interp.retrieval``) of ``n``
+    default needles x context ``lengths`` (tokens, whole prompt) x ``depths`` (integer percents
+    0..100, see ``interp.prompts._needle``), in that order; same settings, same token ids.
 
-    The answer token is the first token of the needle's value; the full answer text and its
-    token ids are in ``meta["answer_text"]`` / ``meta["answer_tokens"]``, the needle text in
-    ``meta["needle"]``. The corrupted prompt is the same haystack with other needle values (same
-    token length), so patching can ask which heads carry the value.
+    The answer token is the first token of the needle's code (" X" of "The secret code is X Y
+    Z."); ``meta["answer_text"]``/``meta["answer_tokens"]`` hold the whole code and its ids,
+    ``meta["needle"]`` the needle sentence, ``meta["grid"]`` each prompt's (ctx_len, depth %).
+    The corrupted prompt is the same haystack with other code words (same token length), whose
+    first token is the wrong answer, so patching can ask which heads carry the value.
     """
-    L = _languages()
     tok = get_tokenizer(model)
-    rng = random.Random(seed)
-    clean, corrupt, ans, wrong, ctext, ktext = ([] for _ in range(6))
-    answer_text, answer_tokens, needles, grid = [], [], [], []
-    for length in lengths:
-        for depth in depths:
-            for _ in range(per_cell):
-                ex = L.needle_example(rng, length, depth, tok)
-                values = ex["values"]
-                others = rng.sample([v for v in L.NEEDLE_VALUES if v not in values], len(values))
-                alt_needle = L.needle_sentence(others)
-                alt_prompt = ex["prompt"].replace(ex["needle"], alt_needle, 1)
-                c_ids = encode(tok, ex["prompt"], prepend_bos=prepend_bos)
-                k_ids = encode(tok, alt_prompt, prepend_bos=prepend_bos)
-                a_ids = tok.encode(ex["answer"], add_special_tokens=False)
-                w_ids = tok.encode(" " + " ".join(others), add_special_tokens=False)
-                clean.append(c_ids)
-                corrupt.append(k_ids)
-                ans.append(a_ids[0])
-                wrong.append(w_ids[0])
-                ctext.append(ex["prompt"])
-                ktext.append(alt_prompt)
-                answer_text.append(ex["answer"])
-                answer_tokens.append(a_ids)
-                needles.append(ex["needle"])
-                grid.append((int(length), float(ex["depth"])))
+    try:
+        needles, haystacks, lengths, depths = _needle.needle_grid(
+            model, _needle.default_needles(n, seed), None, lengths, depths, seed=seed)
+    except ValueError as e:
+        raise PromptError(str(e)) from None
+    rng = random.Random(seed + 7919)
+    alts = []
+    for nd in needles:
+        values = nd.answer.split()
+        want = len(tok.encode(" " + nd.needle.strip(), add_special_tokens=False))
+        for _ in range(50):
+            others = rng.sample([v for v in L.NEEDLE_VALUES if v not in values], len(values))
+            alt = _needle.Needle(L.needle_sentence(others), nd.question, " ".join(others))
+            if len(tok.encode(" " + alt.needle, add_special_tokens=False)) == want:
+                break
+        else:
+            raise PromptError("no corrupted needle of the same token length was found for "
+                              f"{nd.needle!r} under this tokenizer; needle prompts need code words "
+                              "that are single tokens.")
+        alts.append(alt)
+    try:
+        trials = _needle.build_trials(model, needles, haystacks, lengths, depths)
+        alt_trials = _needle.build_trials(model, alts, haystacks, lengths, depths)
+    except ValueError as e:
+        raise PromptError(str(e)) from None
+    clean, corrupt, ans, wrong, answer_tokens, grid, start, end = ([] for _ in range(8))
+    for t, k in zip(trials, alt_trials):
+        a_ids = tok.encode(" " + t.answer.strip(), add_special_tokens=False)
+        w_ids = tok.encode(" " + k.answer.strip(), add_special_tokens=False)
+        if a_ids[0] == _unk_id(tok):
+            raise PromptError(f"the needle answer {t.answer!r} starts with a word this tokenizer "
+                              f"does not know (tokens {tok.convert_ids_to_tokens(a_ids)}).")
+        clean.append(t.ids)
+        corrupt.append(k.ids)
+        ans.append(a_ids[0])
+        wrong.append(w_ids[0])
+        answer_tokens.append(a_ids)
+        grid.append((t.ctx_len, t.depth))
+        start.append(t.span[0])
+        end.append(t.span[1] - 1)
+    info = describe(model)
+    nb = 1 if info.prepends_bos and info.bos_token_id is not None else 0  # as build_trials
     meta = _tok_meta(tok)
-    meta.update(answer_text=answer_text, answer_tokens=answer_tokens, needle=needles, grid=grid)
+    meta.update(answer_text=[" " + t.answer.strip() for t in trials], answer_tokens=answer_tokens,
+                needle=[needles[t.needle_index].needle for t in trials], grid=grid,
+                depth_unit="percent")
     return PromptSet.from_token_lists(
-        clean, ans, corrupted=corrupt, wrong=wrong, clean_text=ctext, corrupted_text=ktext,
+        clean, ans, corrupted=corrupt, wrong=wrong,
+        clean_text=[tok.decode(c[nb:]) for c in clean],
+        corrupted_text=[tok.decode(c[nb:]) for c in corrupt],
         pad_id=_pad_id(tok), name="needle", meta=meta, n_ctx=model_n_ctx(model),
+        positions={"needle_start": start, "needle_end": end, "END": [len(c) - 1 for c in clean]},
+        tokenizer_fp=tokenizer_fingerprint(tok),
     )

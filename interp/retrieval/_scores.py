@@ -15,7 +15,7 @@ from torch import Tensor
 from interp import components as C
 from interp import hooks as H
 from interp.retrieval._decode import MaskMode, greedy_decode, kv_cache, mask_hooks, new_cache, stop_ids
-from interp.retrieval._trials import Needle, Trial, build_trials, default_haystack, default_needles
+from interp.retrieval._trials import DEFAULT_DEPTHS, Needle, Trial, needle_trials  # noqa: F401
 from interp.retrieval._rouge import rouge1_recall
 from interp.heads import HeadScores
 from interp.models import as_model, describe
@@ -23,7 +23,6 @@ from interp.results import Result
 
 
 RETRIEVAL_THRESHOLD = 0.1
-DEFAULT_DEPTHS = tuple(round(x) for x in torch.linspace(0, 100, 10).tolist())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -31,28 +30,8 @@ DEFAULT_DEPTHS = tuple(round(x) for x in torch.linspace(0, 100, 10).tolist())
 # ----------------------------------------------------------------------------------------------
 
 def _trials(model, needles, haystack, lengths, depths, max_new_tokens, seed) -> list[Trial]:
-    info = describe(model)
-    if needles is None:
-        needles = default_needles(3, seed)
-    needles = [Needle.coerce(x) for x in ([needles] if isinstance(needles, (Needle, dict)) else needles)]
-    if not needles:
-        raise ValueError("needles is empty; pass at least one (needle, question, answer)")
-    if haystack is None:
-        haystacks = [default_haystack(seed=seed + i) for i in range(len(needles))]
-    else:
-        haystacks = [haystack] if isinstance(haystack, str) else list(haystack)
-    room = info.n_ctx - max_new_tokens
-    if lengths is None:
-        hi = min(512, room)
-        lengths = sorted({round(x) for x in torch.linspace(max(hi // 4, 16), hi, 5).tolist()})
-    lengths = [int(x) for x in lengths]
-    if max(lengths) > room:
-        raise ValueError(f"context length {max(lengths)} + max_new_tokens {max_new_tokens} exceeds "
-                         f"the model's context ({info.n_ctx}); use shorter lengths")
-    depths = [int(d) for d in (DEFAULT_DEPTHS if depths is None else depths)]
-    if any(not 0 <= d <= 100 for d in depths):
-        raise ValueError(f"depths are percentages in 0..100, got {depths}")
-    return build_trials(model, needles, haystacks, lengths, depths)
+    return needle_trials(model, needles, haystack, lengths, depths,
+                         max_new_tokens=max_new_tokens, seed=seed)
 
 
 def trial_scores(jstar: Int[Tensor, "layer head step"], generated: Sequence[int],

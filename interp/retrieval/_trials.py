@@ -1,126 +1,21 @@
 """Needle-in-a-haystack trials for the retrieval-head score (Wu et al. 2024, Retrieval_Head repo).
 
-A trial = (needle, context length, depth). As in ``retrieval_head_detection.py``: the haystack is
-repeated until it is long enough, token-truncated so that BOS + context + needle + question has
-exactly ``ctx_len`` tokens, the needle is inserted at ``int(n_context * depth / 100)`` stepped back
-to just after the previous period token (depth 100 appends it), and the needle span is the first
-window of ``len(answer tokens)`` prompt tokens whose unique-token overlap with the answer tokens is
-> 0.9. Prompts are assembled from token ids (needle and question are encoded on their own, the
-needle with a leading space), so every trial of one (needle, ctx_len) has the same length.
+The builder is the one the ``needle`` prompt sets use (``interp.prompts._needle``: depths are
+integer percents 0..100); this module names the pieces the retrieval scores use.
 """
 
-from __future__ import annotations
+from interp.prompts._needle import (
+    DEFAULT_DEPTHS,
+    Needle,
+    Trial,
+    build_trials,
+    check_depths,
+    default_haystack,
+    default_needles,
+    find_span,
+    needle_grid,
+    needle_trials,
+)
 
-import random
-from dataclasses import dataclass
-
-from interp.models import describe
-
-
-@dataclass(frozen=True)
-class Needle:
-    """``needle``: the sentence inserted into the haystack; ``question``: text appended after the
-    context (include any instruction, e.g. Wu et al.'s "Based on the content of the book,
-    Question: ...\\nAnswer:"); ``answer``: the part of the needle a correct answer copies (their
-    ``real_needle``), used for the needle span and the ROUGE-1 acceptance test."""
-
-    needle: str
-    question: str
-    answer: str
-
-    @classmethod
-    def coerce(cls, x) -> Needle:
-        if isinstance(x, Needle):
-            return x
-        if isinstance(x, dict):
-            missing = {"needle", "question", "answer"} - set(x)
-            if missing:
-                raise ValueError(f"a needle dict needs keys needle, question, answer; missing {sorted(missing)}")
-            return cls(str(x["needle"]), str(x["question"]), str(x["answer"]))
-        if isinstance(x, (tuple, list)) and len(x) == 3:
-            return cls(*map(str, x))
-        raise TypeError("needles must be Needle objects, dicts {needle, question, answer} or "
-                        f"(needle, question, answer) tuples, not {type(x).__name__}")
-
-
-@dataclass
-class Trial:
-    ids: list[int]
-    span: tuple[int, int]
-    needle_index: int
-    ctx_len: int
-    depth: int
-    answer: str
-
-
-def default_needles(n: int = 3, seed: int = 0) -> list[Needle]:
-    """"The secret code is X Y Z." needles of the zoo's synthetic language (offline)."""
-    from interp.models.train import languages as L
-
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        values = rng.sample(L.NEEDLE_VALUES, 3)
-        out.append(Needle(L.needle_sentence(values), " " + L.NEEDLE_QUESTION, " ".join(values)))
-    return out
-
-
-def default_haystack(n_sentences: int = 400, seed: int = 0) -> str:
-    """Filler text of the zoo's grammar (never contains a needle word)."""
-    from interp.models.train import languages as L
-
-    rng = random.Random(seed)
-    return " ".join(L.filler_sentence(rng) for _ in range(n_sentences))
-
-
-def _encode(tok, text: str) -> list[int]:
-    return list(tok.encode(text, add_special_tokens=False))
-
-
-def find_span(prompt_ids: list[int], answer_ids: list[int]) -> tuple[int, int] | None:
-    """First window of len(answer_ids) tokens sharing > 90% of the answer's unique tokens."""
-    want = set(answer_ids)
-    n = len(answer_ids)
-    for i in range(len(prompt_ids) - n + 1):
-        if len(set(prompt_ids[i:i + n]) & want) / len(want) > 0.9:
-            return i, i + n
-    return None
-
-
-def build_trials(model, needles: list[Needle], haystacks: list[str], lengths: list[int],
-                 depths: list[int]) -> list[Trial]:
-    info = describe(model)
-    tok = model.tokenizer
-    if tok is None:
-        raise ValueError("the model has no tokenizer; retrieval scores need one to build prompts")
-    bos = [info.bos_token_id] if info.prepends_bos and info.bos_token_id is not None else []
-    trials = []
-    for i, nd in enumerate(needles):
-        hay = _encode(tok, haystacks[i % len(haystacks)])
-        if not hay:
-            raise ValueError("the haystack text is empty")
-        needle_ids = _encode(tok, " " + nd.needle.strip())
-        q_ids = _encode(tok, nd.question)
-        candidates = [_encode(tok, " " + nd.answer.strip()), _encode(tok, nd.answer)]
-        periods = {t for t in set(hay) if tok.decode([t]).strip().endswith(".")}
-        for ctx_len in lengths:
-            budget = int(ctx_len) - len(bos) - len(needle_ids) - len(q_ids)
-            if budget < 1:
-                raise ValueError(f"context length {ctx_len} leaves no room for the haystack: the "
-                                 f"needle and question take {len(needle_ids) + len(q_ids)} tokens")
-            context = (hay * (budget // len(hay) + 1))[:budget]
-            for depth in depths:
-                ins = budget if depth >= 100 else int(budget * depth / 100)
-                while 0 < ins < budget and context[ins - 1] not in periods:
-                    ins -= 1
-                ids = bos + context[:ins] + needle_ids + context[ins:] + q_ids
-                span = None
-                for ans in candidates:
-                    if ans and (span := find_span(ids, ans)) is not None:
-                        break
-                if span is None:
-                    raise ValueError(f"the answer {nd.answer!r} was not found in the prompt built "
-                                     f"with needle {nd.needle!r}: the answer must be a part of the "
-                                     "needle (Wu et al.'s real_needle)")
-                trials.append(Trial(ids, span, i, int(ctx_len), int(depth), nd.answer))
-    return trials
+__all__ = ["DEFAULT_DEPTHS", "Needle", "Trial", "build_trials", "check_depths",
+           "default_haystack", "default_needles", "find_span", "needle_grid", "needle_trials"]

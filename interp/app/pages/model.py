@@ -11,6 +11,7 @@ from interp.app import _compute as C
 from interp.app._common import (
     PROMPT_KINDS,
     TASK_OF,
+    PromptSpec,
     current,
     default_prompt_key,
     describe_key,
@@ -50,22 +51,30 @@ with st.expander("Choose the model", expanded=False):
 
 with st.expander("Choose the prompt set", expanded=False):
     kinds = list(PROMPT_KINDS)
-    kind = st.selectbox("prompt set", kinds, index=kinds.index(ss.prompt_key[0]), key="p_kind")
+    kind = st.selectbox("prompt set", kinds, index=kinds.index(ss.prompt_key.kind), key="p_kind")
     opts: dict = {}
-    if kind in ("ioi", "induction"):
-        opts["n"] = st.slider("number of prompts", 2, 64, 8, key="p_n")
-        opts["seed"] = st.number_input("seed", 0, 10_000, 0, key="p_seed")
+    if kind != "custom":
+        dflt = PromptSpec.default(kind)  # the kind's defaults (the same as the library's)
+        if kind == "needle":
+            opts["n"] = st.slider("needles per (length, depth) cell", 1, 4, dflt.n, key="p_nneedles")
+        else:
+            opts["n"] = st.slider("number of prompts", 2, 64, dflt.n, key="p_n")
+        opts["seed"] = st.number_input("seed", 0, 10_000, dflt.seed, key="p_seed")
     if kind == "ioi":
-        opts["corruption"] = st.radio("corruption", ["abc", "swap"], horizontal=True, key="p_corr",
+        corr = ["abc", "swap"]
+        opts["corruption"] = st.radio("corruption", corr, horizontal=True, key="p_corr",
+                                      index=corr.index(dflt.options["corruption"]),
                                       help="abc: three fresh names (p_ABC); swap: the two names swapped")
     elif kind == "induction":
-        opts["seq_len"] = st.slider("repeated span length", 4, 60, 20, key="p_len")
+        opts["seq_len"] = st.slider("repeated span length", 4, 60, dflt.options["seq_len"], key="p_len")
     elif kind == "needle":
-        opts["lengths"] = st.multiselect("haystack lengths (tokens)", [32, 64, 96, 128, 256, 512],
-                                         default=[64], key="p_lengths")
-        opts["depths"] = st.multiselect("needle depths", [0.0, 0.25, 0.5, 0.75, 1.0],
-                                        default=[0.0, 0.5, 1.0], key="p_depths")
-        opts["seed"] = st.number_input("seed", 0, 10_000, 0, key="p_nseed")
+        opts["lengths"] = st.multiselect(
+            "context lengths (tokens, whole prompt)",
+            sorted({32, 64, 96, 128, 256, 512, *dflt.options["lengths"]}),
+            default=list(dflt.options["lengths"]), key="p_lengths")
+        opts["depths"] = st.multiselect(
+            "needle depths (% of the context)", sorted({0, 25, 50, 75, 100, *dflt.options["depths"]}),
+            default=list(dflt.options["depths"]), key="p_depths")
     else:
         st.markdown("One prompt per line. Answers are single tokens, usually with a leading space.")
         opts["clean"] = st.text_area("clean prompts", "When Mary and John went to the store, John gave "
@@ -104,6 +113,9 @@ with c2:
         else [""] * len(prompts),
     })
     st.dataframe(df, height=220)
+    if prompts.meta.get("unknown_words"):
+        st.warning(f"These prompt words are not in the tokenizer's vocabulary and each became one "
+                   f"unknown token: {', '.join(prompts.meta['unknown_words'])}.")
 
 ex = st.number_input("example", 0, len(prompts) - 1, 0, key="m_example")
 toks = C.str_tokens(spec, key, ex)

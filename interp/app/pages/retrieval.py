@@ -11,6 +11,7 @@ from interp.app import _compute as C
 from interp.app._common import guard, header, remember
 from interp.app._figures import metric_bars
 from interp.models import describe
+from interp.prompts import PromptSpec
 
 spec, model, key, prompts = header(
     "Retrieval heads", "Needle-in-a-haystack trials are decoded greedily; a head scores when its "
@@ -31,8 +32,8 @@ n_ctx = int(info.n_ctx)
 c1, c2, c3 = st.columns(3)
 len_opts = [x for x in (48, 64, 96, 128, 192, 256, 384, 512) if x <= n_ctx - 16] or [n_ctx // 2]
 lengths = c1.multiselect("context lengths (tokens)", len_opts, default=len_opts[:1], key="rt_lengths")
-depths = c2.multiselect("needle depths (%)", [0, 25, 50, 75, 100], default=[0, 50, 100],
-                        key="rt_depths")
+depths = c2.multiselect("needle depths (% of the context)", [0, 25, 50, 75, 100],
+                        default=list(PromptSpec.default("needle").options["depths"]), key="rt_depths")
 max_new = c3.slider("max new tokens", 4, 50, 8, key="rt_maxnew")
 if not lengths or not depths:
     st.warning("Pick at least one context length and one depth.")

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_only:
         from transformers import AutoModelForCausalLM
 
-        from interp.models.train import languages as L
+        from interp.prompts import _language as L
 
         C.setup(0)
         model = AutoModelForCausalLM.from_pretrained(str(out))

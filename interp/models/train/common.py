@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from interp.models.train import languages as L
+from interp.prompts import _language as L
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 

@@ -23,7 +23,7 @@ import torch
 
 from interp.components import Head, label
 from interp.models.train import common as C
-from interp.models.train import languages as L
+from interp.prompts import _language as L
 
 NAME = "induction"
 SEED = 0
@@ -214,7 +214,7 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
             "d_mlp": cfg.intermediate_size,
             "positions": f"RoPE (theta 10000), max_position_embeddings {cfg.max_position_embeddings}",
             "vocab": f"{cfg.vocab_size} (shared word-level tokenizer, "
-                     "interp.models.train.languages.build_tokenizer)",
+                     "interp.prompts._language.build_tokenizer)",
             "parameters": C.n_params(model),
         },
         data=__doc__.split("Data", 1)[1].split(":", 1)[1].strip(),

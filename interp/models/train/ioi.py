@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from interp.models.train import common as C
-from interp.models.train import languages as L
+from interp.prompts import _language as L
 
 NAME = "ioi"
 SEED = 0
@@ -195,7 +195,7 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
             "d_mlp": cfg.n_inner,
             "positions": f"learned, n_positions {cfg.n_positions}",
             "vocab": f"{cfg.vocab_size} (shared word-level tokenizer, "
-                     "interp.models.train.languages.build_tokenizer)",
+                     "interp.prompts._language.build_tokenizer)",
             "parameters": C.n_params(model),
         },
         data=__doc__.split("Data", 1)[1].split(":", 1)[1].strip()

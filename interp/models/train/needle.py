@@ -1,5 +1,5 @@
 """Recipe for the `needle` zoo model: a 4-layer Llama (GQA, RoPE) that retrieves a multi-token
-"secret code" from a haystack of filler sentences (see languages.needle_example).
+"secret code" from a haystack of filler sentences (see needle_example).
 
 Training uses a length curriculum: haystacks start at 8 tokens and the maximum length grows by
 1.5x whenever the running exact-match on training batches at the current length passes 90%,
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from interp.models.train import common as C
-from interp.models.train import languages as L
+from interp.prompts import _language as L
 
 NAME = "needle"
 SEED = 0
@@ -26,7 +26,7 @@ MAX_LEN = 420
 LM_FRAC = 0.05
 INDUCTION_FRAC = 0.3
 TOKENS_PER_BATCH = 6144
-EVAL_DEPTHS = [round(0.1 * i, 1) for i in range(11)]
+EVAL_DEPTHS = list(range(0, 101, 10))  # percent
 
 
 def make_model():
@@ -49,6 +49,56 @@ def make_model():
         attention_dropout=0.0,
     )
     return LlamaForCausalLM(cfg)
+
+
+def needle_example(
+    rng: random.Random,
+    haystack_tokens: int,
+    depth: float | None = None,
+    tokenizer=None,
+    n_values: int | None = None,
+) -> dict[str, Any]:
+    """A training / evaluation example of this recipe.
+
+    The haystack is filler sentences totalling about ``haystack_tokens`` tokens (at least that
+    many); the needle "The secret code is X Y Z." sits between two sentences at ``depth`` percent
+    of the haystack (0 = first sentence, 100 = last; uniform at random if None); the prompt ends
+    with ``NEEDLE_QUESTION`` and the answer is " X Y Z" (3-4 code words, multi-token).
+    Keys: prompt, answer, needle, depth (percent), values, n_haystack_tokens.
+    """
+    tokenizer = tokenizer or L.build_tokenizer()
+    if depth is not None and not 0 <= depth <= 100:
+        raise ValueError(f"depth is a percent in 0..100, got {depth}")
+    frac = rng.random() if depth is None else depth / 100
+    values = rng.sample(L.NEEDLE_VALUES, n_values or rng.choice([3, 4]))
+    needle = L.needle_sentence(values)
+    sents: list[str] = []
+    counts: list[int] = []
+    total = 0
+    while total < haystack_tokens:
+        s = L.filler_sentence(rng)
+        n = len(tokenizer.encode(" " + s, add_special_tokens=False))
+        sents.append(s)
+        counts.append(n)
+        total += n
+    # insert before the first sentence whose start is at or past frac * total
+    target = frac * total
+    pos, acc = len(sents), 0
+    for i, n in enumerate(counts):
+        if acc >= target - n / 2:
+            pos = i
+            break
+        acc += n
+    parts = sents[:pos] + [needle] + sents[pos:]
+    prompt = " ".join(parts) + " " + L.NEEDLE_QUESTION
+    return {
+        "prompt": prompt,
+        "answer": " " + " ".join(values),
+        "needle": needle,
+        "depth": 100 * frac,
+        "values": values,
+        "n_haystack_tokens": total,
+    }
 
 
 def encode_example(tok, ex: dict[str, Any]) -> tuple[list[int], int]:
@@ -79,20 +129,20 @@ def answer_exact(logits: torch.Tensor, ids: torch.Tensor, w_ans: torch.Tensor) -
 
 @torch.no_grad()
 def evaluate(model, tok, n_per_depth: int = 20, seed: int = 1234, lo: int = 256, hi: int = 400,
-             depths: list[float] | None = None, batch: int = 20) -> dict[str, Any]:
-    """Exact-match greedy accuracy per needle depth on haystacks of lo..hi tokens."""
+             depths: list[int] | None = None, batch: int = 20) -> dict[str, Any]:
+    """Exact-match greedy accuracy per needle depth (percent) on haystacks of lo..hi tokens."""
     depths = EVAL_DEPTHS if depths is None else depths
     rng = random.Random(seed)
     model.eval()
     per_depth = {}
     for d in depths:
-        exs = [encode_example(tok, L.needle_example(rng, rng.randint(lo, hi), d, tok))
+        exs = [encode_example(tok, needle_example(rng, rng.randint(lo, hi), d, tok))
                for _ in range(n_per_depth)]
         hits = []
         for i in range(0, len(exs), batch):
             ids, _, w_ans = collate(exs[i : i + batch])
             hits.append(answer_exact(model(input_ids=ids).logits, ids, w_ans))
-        per_depth[f"{d:.1f}"] = round(torch.cat(hits).mean().item(), 4)
+        per_depth[f"{d:g}%"] = round(torch.cat(hits).mean().item(), 4)
     vals = list(per_depth.values())
     return {
         "exact_match_by_depth": per_depth,
@@ -139,7 +189,7 @@ def train(out: Path, minutes: float = 45.0, max_steps: int = 6000,
         lo, hi = lengths(rng)
         n = rng.randint(lo, hi)
         bs = max(8, min(64, TOKENS_PER_BATCH // (n + 30)))
-        exs = [encode_example(tok, L.needle_example(rng, n, None, tok)) for _ in range(bs)]
+        exs = [encode_example(tok, needle_example(rng, n, None, tok)) for _ in range(bs)]
         return (*collate(exs), False)
 
     def loss_fn(model, step, batch):
@@ -242,14 +292,14 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
                      "interp.models.train.languages.build_tokenizer)",
             "parameters": C.n_params(model),
         },
-        data="`languages.needle_example`: BOS + filler sentences from the filler grammar with "
+        data="`needle_example`: BOS + filler sentences from the filler grammar with "
              "one needle 'The secret code is X Y Z.' (3-4 words from a dedicated vocabulary of "
              f"{len(L.NEEDLE_VALUES)} code words) at a random depth, then "
              f"'{L.NEEDLE_QUESTION}' and the answer ' X Y Z'. Generated on the fly from "
              "random.Random(step-dependent seed).",
         training=training,
         metrics=metrics,
-        targets="exact-match greedy answer accuracy >= 0.90 at every depth 0.0..1.0 on "
+        targets="exact-match greedy answer accuracy >= 0.90 at every depth 0..100% on "
                 "haystacks of 256-400 tokens (20 examples per depth)",
         targets_met=met,
     )
