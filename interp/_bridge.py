@@ -191,9 +191,7 @@ def attention_is_causal(model) -> bool:
     if str(getattr(cfg, "attention_dir", "causal") or "causal") != "causal":
         return False
     hf = getattr(getattr(model, "original_model", None), "config", None)
-    if hf is not None and getattr(hf, "is_encoder_decoder", False):
-        return False
-    return True
+    return not (hf is not None and getattr(hf, "is_encoder_decoder", False))
 
 
 PROBE_KINDS = ("q", "k", "v", "z", "pattern", "attn_scores", "attn_out", "mlp_out",

@@ -145,9 +145,7 @@ def final_scale(model, cache, batch_idx: Tensor, pos: Tensor) -> Float[Tensor, "
     """The final norm's scale at ``(batch_idx[i], pos[i])`` from a cache; ones without a final
     norm."""
     if not needs_scale(model):
-        ref = cache[H.resid_pre(0)] if H.resid_pre(0) in cache else None
-        device = ref.device if ref is not None else next(model.parameters()).device
-        return torch.ones(len(batch_idx), 1, device=device)
+        return torch.ones(len(batch_idx), 1, device=next(model.parameters()).device)
     s = cache[H.LN_FINAL_SCALE]
     return s[batch_idx.to(s.device), pos.to(s.device)].reshape(len(batch_idx), 1)
 

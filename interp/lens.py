@@ -295,7 +295,7 @@ def direct_logit_attribution(
         names |= {H.pattern(layer) for layer in range(info.n_layers)} | {
             H.v(layer) for layer in range(info.n_layers)}
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         direction = _logit_dir(model, prompts)  # [b, d]
         scale = U.final_scale(model, cache, bi, ap)  # [b, 1]
 

@@ -30,7 +30,7 @@ Per-example block arguments (attention masks, position ids, ALiBi biases laid ou
 example ``i`` (row ``j * batch + i``) gets example ``i``'s arguments.
 
 Exactness: tests compare ``resume(0, resid_pre[0])`` with the model's own logits, every patching
-sweep with transformer-lens's one-forward-per-patch functions on five families, and windowed
+sweep with transformer-lens's one-forward-per-patch functions on every test family, and windowed
 runs with full runs.
 """
 
