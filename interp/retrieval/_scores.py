@@ -17,6 +17,7 @@ from interp.retrieval._decode import MaskMode, greedy_decode, kv_cache, mask_hoo
 from interp.retrieval._trials import Needle, Trial, build_trials, default_haystack, default_needles
 from interp.retrieval._rouge import rouge1_recall
 from interp.heads import HeadScores
+from interp.distributed import dispatch
 from interp.models import describe
 from interp.results import Result
 
@@ -158,6 +159,8 @@ def retrieval_scores(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = False,
+    trial_indices: Sequence[int] | None = None,
+    executor=None,
 ) -> HeadScores:
     """Retrieval score [layer, head] of Wu et al. 2024 (see the module docstring).
 
@@ -170,13 +173,18 @@ def retrieval_scores(
     again and those events count too (as in that code), so a score can exceed 1. Pass
     ``stop=("\\n", ".")`` to end at the needle's period instead. ``per_example`` holds every trial's score;
     ``meta["trials"]`` each trial's grid cell, response, recall and acceptance.
+    ``trial_indices``: score only these trials of the grid. ``executor``: "local", "ray" or an
+    ``interp.distributed`` executor: shards over trials.
     """
+    if executor is not None:  # the same shards in-process or on Ray workers
+        return dispatch("retrieval_scores", locals())
     if implementation not in ("fast", "reference"):
         raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     info = describe(model)
     trials = _trials(model, needles, haystack, lengths, depths, max_new_tokens, seed)
+    trials = trials if trial_indices is None else [trials[int(i)] for i in trial_indices]
     is_stop = stop_ids(model, stop)
     fallbacks = 0
     if implementation == "reference":
