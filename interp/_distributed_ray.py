@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
-from typing import Any
+from typing import Any, Self
 
 from interp.distributed import _check_size, import_ray, model_spec
 
@@ -79,6 +79,8 @@ class RayExecutor:
         self.shard_size = _check_size(shard_size)
         self.progress = progress
         self.retried = 0  # shards given to another worker after a worker died (all calls)
+        self.history: list[tuple[int, int, int, str]] = []  # last call: (shard, attempt, worker,
+        # "done" or "lost")
         self._actors: list = []
         self._key: Any = None
         self._die: set[tuple[int, int]] = set()  # (shard, attempt) whose worker dies: tests
@@ -94,7 +96,7 @@ class RayExecutor:
             return ray
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        except Exception as e:  # refused, timed out, version mismatch
+        except Exception as e:  # noqa: BLE001  (refused, timed out, version mismatch...)
             where = f"at {address!r} (from {source})" if address else "(a local cluster)"
             raise ConnectionError(f"could not start or join a Ray cluster {where}: "
                                   f"{type(e).__name__}: {e}") from None
@@ -132,13 +134,27 @@ class RayExecutor:
             new = [cls.remote(spec) for _ in range(want - len(self._actors))]
             try:
                 ray.get([a.ready.remote() for a in new])
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001  (any load failure, reported below)
                 for a in new:
                     ray.kill(a, no_restart=True)
                 raise RuntimeError(f"a Ray worker could not load the model {spec['spec']!r} on "
                                    f"{spec['device']!r}: {e}") from None
             self._actors += new
         return self._actors[:want]
+
+    def workers(self, timeout: float = 120.0) -> list[dict[str, Any]]:
+        """Host, process id, device and torch threads of each worker (waits for restarts)."""
+        import time
+
+        ray = import_ray()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return ray.get([a.ready.remote() for a in self._actors])
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def shutdown(self) -> None:
         """Stop this executor's workers (Ray itself stays connected)."""
@@ -148,7 +164,7 @@ class RayExecutor:
                 ray.kill(a, no_restart=True)
         self._actors, self._key = [], None
 
-    def __enter__(self) -> RayExecutor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -167,6 +183,7 @@ class RayExecutor:
         queue = deque((i, 0, None) for i in range(len(shards)))  # (shard, attempt, failed on)
         free = list(range(len(actors)))
         running: dict[Any, tuple[int, int, int]] = {}
+        self.history = []
         out: list[Any] = [None] * len(shards)
         bar = tqdm(total=len(shards), unit="shard", disable=not self.progress,
                    desc=f"{method} ({len(shards)} shards, {len(actors)} Ray workers)")
@@ -187,7 +204,9 @@ class RayExecutor:
                 free.append(a)
                 try:
                     out[i] = ray.get(ref)
+                    self.history.append((i, attempt, a, "done"))
                 except lost as e:
+                    self.history.append((i, attempt, a, "lost"))
                     if attempt >= self.max_retries:
                         raise RuntimeError(f"shard {i} of {method} was lost with its worker "
                                            f"{attempt + 1} times; last: {e}") from None

@@ -29,7 +29,10 @@ import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from interp._distributed_ray import RayExecutor
 
 SUPPORTED = ("activation_patching", "path_patching", "knockout_sweep", "retrieval_scores",
              "induction_scores", "previous_token_scores", "duplicate_token_scores")

@@ -23,8 +23,8 @@ from interp.ablation._components import (
 )
 from interp._engine.restart import Restarter, default_budget
 from interp._engine.schedule import sweep
-from interp.metrics import MetricSpec, bootstrap_ci, logits_at, resolve_metric
 from interp.distributed import dispatch
+from interp.metrics import MetricSpec, bootstrap_ci, logits_at, resolve_metric
 from interp.models import describe
 from interp.prompts import PromptSet
 from interp.results import Result

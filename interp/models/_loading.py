@@ -126,8 +126,8 @@ def load_model(
     kwargs.update(boot_kwargs)
     text = os.fspath(spec)
     # the arguments, recorded on the model: interp.distributed workers load the same model
-    kwargs["_spec"] = dict(spec=text, device=device, dtype=torch_dtype, revision=revision,
-                           trust_remote_code=trust_remote_code, **boot_kwargs)
+    kwargs["_spec"] = {"spec": text, "device": device, "dtype": torch_dtype, "revision": revision,
+                       "trust_remote_code": trust_remote_code, **boot_kwargs}
     if not text.strip():
         raise ModelLoadError(f"empty model spec; use a zoo name ({', '.join(ZOO)}), a directory or a Hub id")
 

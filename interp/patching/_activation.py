@@ -30,8 +30,8 @@ import torch
 from interp import hooks as H
 from interp._engine.restart import Restarter
 from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name, sweep
-from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.distributed import dispatch
+from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
 from interp.patching._result import PatchingResult, finish, pos_labels, prepare_pairs
 from interp.prompts import PromptSet

@@ -26,8 +26,8 @@ import torch
 from interp import hooks as H
 from interp._engine.restart import Restarter, chunk_size
 from interp._engine.schedule import answer_columns, first_change, metric_values
-from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.distributed import dispatch
+from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
 from interp.patching._result import PatchingResult, finish, prepare_pairs
 

@@ -13,11 +13,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp import hooks as H
+from interp.distributed import dispatch
 from interp.retrieval._decode import MaskMode, greedy_decode, kv_cache, mask_hooks, new_cache, stop_ids
 from interp.retrieval._trials import Needle, Trial, build_trials, default_haystack, default_needles
 from interp.retrieval._rouge import rouge1_recall
 from interp.heads import HeadScores
-from interp.distributed import dispatch
 from interp.models import describe
 from interp.results import Result
 
