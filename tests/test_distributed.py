@@ -13,17 +13,14 @@ import sys
 
 import pytest
 import torch
-
 from conftest import load_tiny
 
-ray = pytest.importorskip("ray")
-
-from interp import prompts as P  # noqa: E402
-from interp.ablation import knockout_sweep  # noqa: E402
-from interp.distributed import LocalExecutor, get_executor, model_spec, run  # noqa: E402
-from interp.heads import induction_scores, previous_token_scores  # noqa: E402
-from interp.patching import activation_patching, path_patching  # noqa: E402
-from interp.retrieval import retrieval_scores  # noqa: E402
+from interp import prompts as P
+from interp.ablation import knockout_sweep
+from interp.distributed import LocalExecutor, get_executor, model_spec, run
+from interp.heads import induction_scores, previous_token_scores
+from interp.patching import activation_patching, path_patching
+from interp.retrieval import retrieval_scores
 
 RET = {"lengths": [40, 48], "depths": [0, 100], "max_new_tokens": 3, "batch_size": 2}
 
@@ -54,7 +51,7 @@ def model(tiny_dirs):
 
 @pytest.fixture(scope="module")
 def ps(model):
-    return P.ioi(model, n=5, seed=2)
+    return P.ioi(model, n=4, seed=2)
 
 
 CALLS = {
@@ -113,6 +110,7 @@ def test_run_by_name_and_the_errors_before_any_work(model, ps):
 
 @pytest.fixture(scope="module")
 def ray_ex():
+    ray = pytest.importorskip("ray")
     from interp.distributed import RayExecutor
 
     started = not ray.is_initialized()
@@ -159,6 +157,11 @@ def test_a_worker_dying_mid_sweep_loses_nothing(model, ps, ray_ex):
     assert new_pids[lost[0]] != pids[lost[0]] and new_pids[1 - lost[0]] == pids[1 - lost[0]]
     assert_same(local_result(model, ps, "knockout_sweep"),
                 knockout_sweep(model, ps, method="mean", executor=ray_ex))
+
+
+def test_a_bad_argument_fails_as_without_ray(model, ps, ray_ex):
+    with pytest.raises(ValueError, match="unknown target 'nope'"):
+        activation_patching(model, ps, target="nope", executor=ray_ex)
 
 
 # --- errors -----------------------------------------------------------------------------------
