@@ -147,7 +147,7 @@ def test_a_worker_dying_mid_sweep_loses_nothing(model, ps, ray_ex):
     finally:
         ray_ex._die = set()
     assert ray_ex.retried == before + 1
-    lost = [(w) for i, _, w, what in ray_ex.history if what == "lost"]
+    lost = [w for _, _, w, what in ray_ex.history if what == "lost"]
     done = {i: w for i, _, w, what in ray_ex.history if what == "done"}
     assert len(lost) == 1 and done[1] != lost[0]  # retried on the other worker
     assert sorted(done) == [0, 1, 2]
