@@ -25,6 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp import hooks as H
+from interp.distributed import dispatch
 from interp.models import as_model, describe
 from interp.prompts import _repeated
 from interp.results import Result
@@ -173,21 +174,27 @@ def _diagonal_score(model, offset_fn, *, seq_len: int, batch: int, seed: int, bo
 
 
 def induction_scores(model, *, seq_len: int = 50, batch: int = 10, seed: int = 0,
-                     bos: bool = True) -> HeadScores:
+                     bos: bool = True, executor=None) -> HeadScores:
     """Mean of ``pattern.diagonal(1 - seq_len)`` on ``[BOS] + r + r`` (max seq_len/(seq_len+2))."""
+    if executor is not None:  # the same shards in-process or on Ray workers
+        return dispatch("induction_scores", locals())
     return _diagonal_score(model, lambda n: 1 - n, seq_len=seq_len, batch=batch, seed=seed,
                            bos=bos, title="Induction score (prefix matching)")
 
 
 def previous_token_scores(model, *, seq_len: int = 50, batch: int = 10, seed: int = 0,
-                          bos: bool = True) -> HeadScores:
+                          bos: bool = True, executor=None) -> HeadScores:
     """Mean of ``pattern.diagonal(-1)`` on the same repeated sequences."""
+    if executor is not None:  # the same shards in-process or on Ray workers
+        return dispatch("previous_token_scores", locals())
     return _diagonal_score(model, lambda n: -1, seq_len=seq_len, batch=batch, seed=seed, bos=bos,
                            title="Previous-token score")
 
 
 def duplicate_token_scores(model, *, seq_len: int = 50, batch: int = 10, seed: int = 0,
-                           bos: bool = True) -> HeadScores:
+                           bos: bool = True, executor=None) -> HeadScores:
     """Mean of ``pattern.diagonal(-seq_len)``: attention from the second copy to the first."""
+    if executor is not None:  # the same shards in-process or on Ray workers
+        return dispatch("duplicate_token_scores", locals())
     return _diagonal_score(model, lambda n: -n, seq_len=seq_len, batch=batch, seed=seed, bos=bos,
                            title="Duplicate-token score")

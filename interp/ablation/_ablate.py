@@ -24,6 +24,7 @@ from interp.ablation._components import (
 )
 from interp._engine.restart import Restarter, default_budget
 from interp._engine.schedule import sweep
+from interp.distributed import dispatch
 from interp.metrics import MetricSpec, bootstrap_ci, logits_at, resolve_metric
 from interp.models import as_model, describe
 from interp.prompts import PromptSet
@@ -236,6 +237,8 @@ def knockout_sweep(
     seed: int = 0,
     n_boot: int = 1000,
     progress: bool = False,
+    layers: Sequence[int] | None = None,
+    executor=None,
 ) -> AblationResult:
     """Ablate each head (and each MLP) alone: ``values[layer, head]`` = mean metric change.
 
@@ -243,13 +246,18 @@ def knockout_sweep(
     (replay from the ablated layer, many ablations along the batch axis, at most ``max_batch``
     rows per call and the memory budget of :func:`interp._engine.restart.default_budget`);
     ``batched`` runs full forwards with the ablations stacked on the batch axis; ``loop`` runs
-    one forward per component (the plain reference)."""
+    one forward per component (the plain reference). ``layers``: only these layers' heads and
+    MLPs (default all). ``executor``: "local", "ray" or an ``interp.distributed`` executor:
+    shards over layers."""
+    if executor is not None:  # the same shards in-process or on Ray workers
+        return dispatch("knockout_sweep", locals())
     model = as_model(model)
     prompts.check(model)
     info = describe(model)
     b = len(prompts)
-    heads = C.head_labels(info.n_layers, info.n_heads)
-    mlps = C.mlp_labels(info.n_layers) if include_mlps else []
+    layers = list(range(info.n_layers)) if layers is None else [int(x) for x in layers]
+    heads = [C.label(C.Head(layer, h)) for layer in layers for h in range(info.n_heads)]
+    mlps = [C.label(C.MLP(layer)) for layer in layers] if include_mlps else []
     comps = parse_components(model, heads + mlps)
     src, rows, pp = sources(model, comps, method, prompts, reference, per_position, seed)
     if implementation == "replay":
@@ -264,13 +272,13 @@ def knockout_sweep(
         raise ValueError(f"unknown implementation {implementation!r}; use 'replay', 'batched' "
                          "or 'loop'.")
     base = base.cpu()
-    head_pe = torch.stack([results[c] for c in comps if c.kind == "head"]).view(info.n_layers, info.n_heads, b) - base
+    head_pe = torch.stack([results[c] for c in comps if c.kind == "head"]).view(len(layers), info.n_heads, b) - base
     out = AblationResult(
-        values=head_pe.mean(-1), dims=("layer", "head"), per_example=head_pe,
+        values=head_pe.mean(-1), dims=("layer", "head"), per_example=head_pe, coords={"layer": layers},
         ci=bootstrap_ci(head_pe, n_boot=n_boot, seed=seed), baseline_per_example=base,
         meta={"method": method, "metric": m.name, "baseline": float(base.mean()),
               "per_position": pp, "implementation": implementation, "n_prompts": b,
-              "kv_group": [[info.kv_head(h) for h in range(info.n_heads)]] * info.n_layers},
+              "kv_group": [[info.kv_head(h) for h in range(info.n_heads)]] * len(layers)},
     )
     if include_mlps:
         mlp_pe = torch.stack([results[c] for c in comps if c.kind == "mlp"]) - base

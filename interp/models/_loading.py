@@ -96,11 +96,13 @@ def _hub_reachable(repo_id: str, timeout: float) -> tuple[bool, str]:
 def _boot(source: str, *, device: str, dtype: torch.dtype, trust_remote_code: bool, **kwargs: Any):
     from transformer_lens.model_bridge import TransformerBridge
 
+    spec = kwargs.pop("_spec", None)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     bridge = TransformerBridge.boot_transformers(
         source, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
     )
     bridge.eval()
+    bridge._interp_spec = spec  # the load_model arguments, for interp.distributed workers
     return bridge
 
 
@@ -134,6 +136,9 @@ def load_model(
     kwargs = dict(device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     kwargs.update(boot_kwargs)
     text = os.fspath(spec)
+    # the arguments, recorded on the model: interp.distributed workers load the same model
+    kwargs["_spec"] = {"spec": text, "device": device, "dtype": torch_dtype, "revision": revision,
+                       "trust_remote_code": trust_remote_code, **boot_kwargs}
     if not text.strip():
         raise ModelLoadError(f"empty model spec; use a zoo name ({', '.join(ZOO)}), a directory or a Hub id")
 

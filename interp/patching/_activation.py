@@ -31,6 +31,7 @@ from interp import components as C
 from interp import hooks as H
 from interp._engine.restart import Restarter
 from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name, sweep
+from interp.distributed import dispatch
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import as_model, describe
 from interp.patching._result import PatchingResult, finish, pos_labels, prepare_pairs
@@ -52,6 +53,7 @@ def activation_patching(
     layers: Sequence[int] | None = None,
     progress: bool = False,
     budget_tokens: int | None = None,
+    executor=None,
 ) -> PatchingResult:
     """Patch one activation at a time (every layer, position and/or head) and read the metric.
 
@@ -59,7 +61,10 @@ def activation_patching(
     "kl" (KL from the clean answer distribution) or a callable ``(answer_logits [batch, d_vocab],
     prompts) -> [batch]``. ``budget_tokens`` caps rows x positions per forward (default: about
     the activations one cached run holds). Returns a :class:`PatchingResult` (see module doc).
+    ``executor``: "local", "ray" or an ``interp.distributed`` executor: shards over layers.
     """
+    if executor is not None:  # the same shards in-process or on Ray workers
+        return dispatch("activation_patching", locals())
     model = as_model(model)
     info = describe(model)
     if target not in RESID_TARGETS + HEAD_TARGETS:

@@ -27,6 +27,7 @@ from interp import _bridge as B
 from interp import hooks as H
 from interp._engine.restart import Restarter, chunk_size
 from interp._engine.schedule import answer_columns, first_change, metric_values
+from interp.distributed import dispatch
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import as_model, describe
 from interp.patching._result import PatchingResult, finish, prepare_pairs
@@ -50,10 +51,16 @@ def path_patching(
     metric: MetricSpec = "logit_diff",
     progress: bool = False,
     budget_tokens: int | None = None,
+    sender_layers: Sequence[int] | None = None,
+    executor=None,
 ) -> PatchingResult:
     """Effect of each sender head's path into ``receivers`` (heads' q/k/v, or the logits).
 
-    Returns a :class:`PatchingResult` with dims (layer, head) over sender heads."""
+    Returns a :class:`PatchingResult` with dims (layer, head) over sender heads (the layers in
+    ``sender_layers``, default all). ``executor``: "local", "ray" or an ``interp.distributed``
+    executor: shards over sender layers."""
+    if executor is not None:  # the same shards in-process or on Ray workers
+        return dispatch("path_patching", locals())
     model = as_model(model)
     info = describe(model)
     if receiver_input not in ("q", "k", "v"):
@@ -92,7 +99,10 @@ def path_patching(
     b, n_pos = clean.shape
     out = clean_pe[None, None, :].repeat(info.n_layers, info.n_heads, 1)
     chunk = chunk_size(info, b, n_pos, budget_tokens=budget_tokens)
-    sender_layers = range(info.n_layers) if to_logits else range(last)
+    layers = list(range(info.n_layers)) if sender_layers is None else [int(x) for x in sender_layers]
+    for layer in layers:
+        info.check_layer(layer)
+    sender_layers = [x for x in layers if to_logits or x < last]
     work = [(ls, list(range(i, min(i + chunk, info.n_heads))))
             for ls in sender_layers for i in range(0, info.n_heads, chunk)]
     if progress:
@@ -168,5 +178,5 @@ def path_patching(
             "note": ("k/v receivers are key/value heads (GQA)" if receiver_input in ("k", "v")
                      and info.is_gqa and not to_logits else ""),
             "title": f"Path patching: sender heads -> {'logits' if to_logits else receiver_input}"}
-    coords = {"layer": C.layer_labels(info.n_layers), "head": C.head_axis_labels(info.n_heads)}
-    return finish(out, ("layer", "head"), coords, meta, clean_pe, corr_pe, "noising")
+    coords = {"layer": [C.layer_label(x) for x in layers], "head": C.head_axis_labels(info.n_heads)}
+    return finish(out[layers], ("layer", "head"), coords, meta, clean_pe, corr_pe, "noising")

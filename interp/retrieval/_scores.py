@@ -14,6 +14,7 @@ from torch import Tensor
 
 from interp import components as C
 from interp import hooks as H
+from interp.distributed import dispatch
 from interp.retrieval._decode import MaskMode, greedy_decode, kv_cache, mask_hooks, new_cache, stop_ids
 from interp.retrieval._trials import DEFAULT_DEPTHS, Needle, Trial, needle_trials  # noqa: F401
 from interp.retrieval._rouge import rouge1_recall
@@ -138,6 +139,8 @@ def retrieval_scores(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = False,
+    trial_indices: Sequence[int] | None = None,
+    executor=None,
 ) -> HeadScores:
     """Retrieval score [layer, head] of Wu et al. 2024 (see the module docstring).
 
@@ -150,7 +153,11 @@ def retrieval_scores(
     again and those events count too (as in that code), so a score can exceed 1. Pass
     ``stop=("\\n", ".")`` to end at the needle's period instead. ``per_example`` holds every trial's score;
     ``meta["trials"]`` each trial's grid cell, response, recall and acceptance.
+    ``trial_indices``: score only these trials of the grid. ``executor``: "local", "ray" or an
+    ``interp.distributed`` executor: shards over trials.
     """
+    if executor is not None:  # the same shards in-process or on Ray workers
+        return dispatch("retrieval_scores", locals())
     model = as_model(model)
     if implementation not in ("fast", "reference"):
         raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
@@ -158,6 +165,7 @@ def retrieval_scores(
         raise ValueError("max_new_tokens must be >= 1")
     info = describe(model)
     trials = _trials(model, needles, haystack, lengths, depths, max_new_tokens, seed)
+    trials = trials if trial_indices is None else [trials[int(i)] for i in trial_indices]
     is_stop = stop_ids(model, stop)
     fallbacks = 0
     if implementation == "reference":
