@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_no_hooks, load_tiny
+from helpers import assert_no_hooks, load_tiny
 from test_patching import _check_tl, _pairs
 
 from interp import _bridge as B
@@ -248,7 +248,7 @@ def test_dla_creates_no_tensor_off_the_model_device(tiny_gpt2):
 
 
 def test_ablate_with_a_tiny_vocabulary(tmp_path, tiny_dirs):
-    from conftest import save_tiny
+    from helpers import save_tiny
     from transformers import AutoTokenizer
 
     import interp

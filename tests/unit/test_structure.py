@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parent.parent / "interp"
+PKG = Path(__file__).resolve().parents[2] / "interp"
 FAMILIES = ("patching", "attribution", "ablation", "retrieval", "circuits")
 # the CLI and the app are consumers on top: they use the public API, so they are not families here
 

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
-ENTRY = Path(__file__).resolve().parent.parent / "interp" / "app" / "explorer.py"
+ENTRY = Path(__file__).resolve().parents[2] / "interp" / "app" / "explorer.py"
 TIMEOUT = 600
 
 
@@ -333,9 +333,9 @@ def test_report_rejects_bad_sections():
 
 
 def test_report_module_does_not_import_streamlit():
-    src = (Path(__file__).resolve().parent.parent / "interp" / "report.py").read_text()
+    src = (Path(__file__).resolve().parents[2] / "interp" / "report.py").read_text()
     assert "streamlit" not in src.replace("nothing here depends\non streamlit", "")
-    pkg = Path(__file__).resolve().parent.parent / "interp"
+    pkg = Path(__file__).resolve().parents[2] / "interp"
     for f in pkg.rglob("*.py"):
         if f.is_relative_to(pkg / "app"):
             continue  # the explorer is the one place that imports streamlit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_no_hooks, load_tiny
+from helpers import assert_no_hooks, load_tiny
 from test_patching import _pairs, _tl_metric
 
 from interp import hooks as H

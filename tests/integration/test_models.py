@@ -11,7 +11,7 @@ import interp
 from interp import hooks as H
 from interp.models import ModelLoadError, describe
 
-from conftest import FAMILIES, load_tiny, make_hf_model
+from helpers import FAMILIES, load_tiny, make_hf_model
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 from transformer_lens.head_detector import detect_head
 
 from interp import heads

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import load_tiny
+from helpers import load_tiny
 
 from interp import prompts as P
 from interp.ablation import knockout_sweep

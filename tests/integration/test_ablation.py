@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import assert_no_hooks, load_tiny
+from helpers import assert_no_hooks, load_tiny
 
 from interp import hooks as H
 from interp import prompts as P

@@ -12,7 +12,7 @@ import torch
 
 from interp.models.train import languages as L
 
-ZOO = Path(__file__).resolve().parent.parent / "interp" / "models" / "zoo"
+ZOO = Path(__file__).resolve().parents[2] / "interp" / "models" / "zoo"
 NAMES = ["induction", "ioi", "needle"]
 FAMILY = {"induction": "LlamaForCausalLM", "ioi": "GPT2LMHeadModel", "needle": "LlamaForCausalLM"}
 

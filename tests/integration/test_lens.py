@@ -9,7 +9,7 @@ from interp import hooks as H
 from interp import prompts
 from interp.lens import direct_logit_attribution, logit_lens
 
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 
 
 def test_last_row_equals_model_logits(tiny_model):

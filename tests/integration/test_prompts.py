@@ -8,7 +8,7 @@ import torch
 from interp import prompts
 from interp.prompts import PromptError, PromptSet
 
-from conftest import load_tiny
+from helpers import load_tiny
 
 
 @pytest.fixture

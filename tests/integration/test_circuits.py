@@ -12,7 +12,7 @@ from interp.circuits import Circuit, FaithfulnessResult, faithfulness
 from interp.components import Head
 from interp.metrics import LOGIT_DIFF
 
-from conftest import assert_no_hooks, load_tiny
+from helpers import assert_no_hooks, load_tiny
 
 
 def test_circuit_from_edges_and_exports(tmp_path):

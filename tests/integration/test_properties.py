@@ -77,7 +77,7 @@ _TOK: list = []
 def _tokenizer():
     """The tests' word-level tokenizer, built once (ids beyond the tiny vocabulary are unused)."""
     if not _TOK:
-        from conftest import build_test_tokenizer
+        from helpers import build_test_tokenizer
 
         _TOK.append(build_test_tokenizer(Path(tempfile.mkdtemp()) / "tok"))
     return _TOK[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_no_hooks
+from helpers import assert_no_hooks
 
 from interp.retrieval import _scores as R
 from interp.retrieval._decode import greedy_decode, mask_hooks, stop_ids
@@ -142,7 +142,7 @@ def _internal_runs(model, impl):
 
 @pytest.mark.parametrize("fam", ["gpt2", "llama"])
 def test_fast_equals_reference(tiny_dirs, fam):
-    from conftest import load_tiny
+    from helpers import load_tiny
 
     model = load_tiny(tiny_dirs, fam)
     ref = _internal_runs(model, "reference")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, assert_no_hooks, load_tiny
+from helpers import FAMILIES, assert_no_hooks, load_tiny
 
 from interp import hooks as H
 from interp.models import describe
