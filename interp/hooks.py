@@ -2,7 +2,7 @@
 
 transformer-lens 4.x (``TransformerBridge``) keeps the legacy HookedTransformer names as aliases,
 so the same names work on every supported architecture. Methods build names only through these
-functions; ``tests/test_models.py`` checks that each one exists on every test family.
+functions; ``tests/integration/test_models.py`` checks that each one exists on every test family.
 """
 
 from __future__ import annotations
