@@ -192,6 +192,16 @@ def _metric(model, prompts: PromptSet, metric: MetricSpec, clean_logits: Tensor 
     return m, (1.0 if m.higher_is_better else -1.0)
 
 
+def _rows(prompts: PromptSet, idx: Tensor) -> PromptSet:
+    """The prompts of examples ``idx`` (repeats allowed), tensors only."""
+    idx = idx.cpu()
+    pick = lambda t: None if t is None else t[idx]  # noqa: E731
+    return PromptSet(clean_tokens=prompts.clean_tokens[idx], answer_ids=prompts.answer_ids[idx],
+                     answer_pos=prompts.answer_pos[idx],
+                     corrupted_tokens=pick(prompts.corrupted_tokens),
+                     wrong_ids=pick(prompts.wrong_ids), pad_id=prompts.pad_id)
+
+
 def _row_metric(m, sub: PromptSet, metric: MetricSpec, rows_b: Tensor | None,
                 clean_ref: Tensor, logits: Tensor) -> Tensor:
     """The metric of rows whose prompts are ``sub`` (example ``rows_b`` of the set)."""
@@ -313,7 +323,7 @@ def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
                 x[sel.to(dev), :, loc[sel].to(dev)] -= s.delta[rb[sel], w0:w1, ru[sel.to(dev)]]
                 return x
 
-            sub = prompts.subset(rb.cpu())
+            sub = _rows(prompts, rb)
             with torch.no_grad(), _split_mode(model):
                 if layer == L:  # the logits port: nothing after it but the unembedding
                     resid = rs.cache[H.resid_post(L - 1)][rb] - s.delta[rb, :, ru]
