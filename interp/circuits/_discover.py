@@ -30,6 +30,7 @@ Methods:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -280,107 +281,146 @@ def _grad_scores(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
 # --- exact edge patching ----------------------------------------------------------------------
 def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
                   chunk_rows: int | None) -> Tensor:
-    """Each (edge, example) pair is one row; rows of receivers in one layer resume the clean
-    run at that block (earlier blocks are not run), positions before the first one any sender
-    changes are not recomputed, and the last block runs only the answer rows."""
+    """Each (edge, example) pair is one row. Rows whose receivers sit in one block resume the
+    clean run at that block (earlier blocks are not run); positions before the first one any
+    sender changes are not recomputed; the last block runs only the answer rows. A patched
+    q/k/v port is applied where it enters the model: the head's query/key/value becomes
+    ``W·norm(resid - delta) + b`` for that head only (for a key/value head shared by a GQA
+    group, the group's other query heads get their clean ``z`` back). A receiver whose output
+    weights are all zero cannot change anything: its edges score exactly 0."""
     g, B, S, info = s.graph, s.clean.shape[0], s.clean.shape[1], describe(model)
-    L, gs, dev = g.n_layers, s.fw.gs, s.clean.device
+    L, nh, dev = g.n_layers, g.n_heads, s.clean.device
     changed = (s.delta != 0).any(-1)  # [batch, pos, sender]: where each sender differs
-    zero_sender = ~changed.any(0).any(0)
     pos_any = changed.any(0).any(-1).nonzero()
     lo = int(pos_any[0, 0]) if len(pos_any) else 0
-    with torch.no_grad(), _split_mode(model):
-        rs = Restarter(model, s.clean, names=[H.resid_pre(layer) for layer in range(L)]
-                       + [H.resid_post(L - 1)])
+    names = [H.resid_pre(layer) for layer in range(L)] + [H.resid_post(L - 1)]
+    names += [H.z(layer) for layer in range(L)] if info.is_gqa else []
+    with torch.no_grad():
+        rs = Restarter(model, s.clean, names=names)
     if not rs.can_window:
         lo = 0
     if chunk_rows is None:
-        chunk_rows = max(B, default_budget(info, B, S) // max(1, (S - lo) * gs))
+        chunk_rows = max(B, default_budget(info, B, S) // max(1, S - lo))
     per = max(1, chunk_rows // B)
     ans = prompts.answer_pos.to(dev)
     cols_all = s.m.columns(prompts).to(dev) if s.m.columns is not None else None
     use_cols = cols_all is not None and rs.columns_ok(ans, cols_all)
-    port_layer = torch.tensor([L if p == len(g.ports) - 1 else p // (3 * g.n_heads + 1)
+    port_layer = torch.tensor([L if p == len(g.ports) - 1 else p // (3 * nh + 1)
                                for p in range(len(g.ports))])
+    dead = _dead_receivers(model, g)
+    todo = (changed.any(0).any(0).cpu()[g.edge_src] & ~dead[g.edge_dst]).nonzero()[:, 0]
     scores = torch.zeros(g.n_edges)
-    todo = (~zero_sender[g.edge_src].cpu()).nonzero()[:, 0]
-    s.fw.window = lambda: rs.window
     for layer in range(L + 1):
         mine = todo[port_layer[g.edge_dst[todo]] == layer]
         for i in range(0, len(mine), per):
             edges = mine[i:i + per]
             re = edges.repeat_interleave(B)
             rb = torch.arange(B).repeat(len(edges)).to(dev)
-            rp, ru = g.edge_dst[re], g.edge_src[re].to(dev)
-
-            def patch(p0, _layer, x, rp=rp, ru=ru, rb=rb):
-                loc = rp - p0
-                sel = ((loc >= 0) & (loc < x.shape[2])).nonzero()[:, 0]
-                if len(sel) == 0:
-                    return x
-                w0, w1 = rs.window
-                x = x.clone()
-                x[sel.to(dev), :, loc[sel].to(dev)] -= s.delta[rb[sel], w0:w1, ru[sel.to(dev)]]
-                return x
-
+            rp, ru = g.edge_dst[re].to(dev), g.edge_src[re].to(dev)
             sub = _rows(prompts, rb)
-            with torch.no_grad(), _split_mode(model):
+            with torch.no_grad():
                 if layer == L:  # the logits port: nothing after it but the unembedding
                     resid = rs.cache[H.resid_post(L - 1)][rb] - s.delta[rb, :, ru]
-                    logits = rs.unembed(resid)
-                    m_rows = _row_metric(s.m, sub, metric, rb, s.clean_ref, logits)
+                    m_rows = _row_metric(s.m, sub, metric, rb, s.clean_ref, rs.unembed(resid))
                 else:
+                    hooks = _exact_hooks(s, rs, model, layer, rp, ru, rb)
                     resid = rs.cache[H.resid_pre(layer)][rb, lo:]
-                    hooks = s.fw.hooks(len(rb), patch, start=layer)
-                    if gs > 1:
-                        resid = resid.repeat(gs, 1, 1)
-                    m_rows = _resume_metric(s, rs, sub, metric, layer, resid, hooks, lo,
-                                            ans[rb], cols_all[rb] if use_cols else None, len(rb))
+                    old = bool(getattr(model.cfg, "use_hook_mlp_in", False))
+                    model.set_use_hook_mlp_in(True)
+                    try:
+                        m_rows = _resume_metric(s, rs, sub, metric, layer, resid, hooks, lo,
+                                                ans[rb], cols_all[rb] if use_cols else None)
+                    finally:
+                        model.set_use_hook_mlp_in(old)
             eff = s.sign * (s.m_clean[rb] - m_rows).cpu()
-            if layer < L:
-                eff[_unchanged(s, g, rp, rb, layer)] = 0.0
             scores[edges] = eff.view(len(edges), B).mean(1)
-    s.fw.window = lambda: None
     return scores
 
 
-def _resume_metric(s, rs, sub, metric, layer, resid, hooks, lo, ans, cols, R) -> Tensor:
+def _dead_receivers(model, g: Graph) -> Tensor:
+    """``[port]``: True where the receiving node's output weights are all zero."""
+    dead = torch.zeros(len(g.ports), dtype=torch.bool)
+    for layer in range(g.n_layers):
+        w_o = getattr(model.blocks[layer].attn, "W_O", None)
+        if w_o is not None and w_o.shape[0] == g.n_heads:
+            off = (w_o.detach() == 0).flatten(1).all(1).cpu()
+            for kind in KINDS:
+                p0 = g.port_index(layer, kind, 0)
+                dead[p0:p0 + g.n_heads] = off
+        w_out = getattr(model.blocks[layer].mlp, "W_out", None)
+        if w_out is not None and bool((w_out.detach() == 0).all()):
+            dead[g.port_index(layer, "mlp")] = True
+    return dead
+
+
+def _exact_hooks(s: _Setup, rs, model, layer: int, rp: Tensor, ru: Tensor, rb: Tensor):
+    """Hooks that patch row ``r``'s port ``rp[r]`` (all in block ``layer``) by
+    ``-delta[rb[r], :, ru[r]]``."""
+    g, info = s.graph, describe(model)
+    attn, ln1 = model.blocks[layer].attn, model.blocks[layer].ln1
+    rel = rp - g.port_index(layer, "q", 0)  # kind * H + head, or 3H for the MLP
+    kind_of, head_of = rel // g.n_heads, rel % g.n_heads
+    hooks = []
+    for k, kind in enumerate(KINDS):
+        sel = (kind_of == k).nonzero()[:, 0]
+        if len(sel) == 0:
+            continue
+        heads = head_of[sel]
+        slot = heads if kind == "q" else heads // info.group_size
+        W = getattr(attn, f"W_{kind.upper()}").detach()[slot]  # [n, d_model, d_head]
+        bias = getattr(attn, f"b_{kind.upper()}", None)
+        bias = None if bias is None else bias.detach()[slot]
+
+        def fn(x, hook, sel=sel, slot=slot, W=W, bias=bias):
+            w0, w1 = rs.window
+            src = rs.cache[H.resid_pre(layer)][rb[sel], w0:w1] - s.delta[rb[sel], w0:w1, ru[sel]]
+            new = torch.einsum("nsd,nde->nse", ln1(src), W)
+            if bias is not None:
+                new = new + bias[:, None]
+            x = x.clone()
+            x[sel, :, slot] = new.to(x.dtype)
+            return x
+        hooks.append((getattr(H, kind)(layer), fn))
+    if info.is_gqa:  # a k/v port belongs to one query head: the rest of its group stays clean
+        kv = (kind_of == 1) | (kind_of == 2)
+        sel = kv.nonzero()[:, 0]
+        if len(sel):
+            own = head_of[sel]
+
+            def restore(z, hook, sel=sel, own=own):
+                w0, w1 = rs.window
+                keep = torch.nn.functional.one_hot(own, g.n_heads).bool()[:, None, :, None]
+                clean = rs.cache[H.z(layer)][rb[sel], w0:w1]
+                z = z.clone()
+                z[sel] = torch.where(keep, z[sel], clean.to(z.dtype))
+                return z
+            hooks.append((H.z(layer), restore))
+    sel = (rel == 3 * g.n_heads).nonzero()[:, 0]
+    if len(sel):
+        def mlp(x, hook, sel=sel):
+            w0, w1 = rs.window
+            x = x.clone()
+            x[sel] -= s.delta[rb[sel], w0:w1, ru[sel]]
+            return x
+        hooks.append((_mlp_in(layer), mlp))
+    return hooks
+
+
+def _resume_metric(s, rs, sub, metric, layer, resid, hooks, lo, ans, cols) -> Tensor:
+    R = resid.shape[0]
     if s.m.all_positions:
-        logits = rs.resume(layer, resid, rows=None, fwd_hooks=hooks, lo=lo)[:R]
+        logits = rs.resume(layer, resid, rows=None, fwd_hooks=hooks, lo=lo)
         if lo:
             base = rs.logits[torch.arange(R, device=resid.device) % rs.batch, :lo]
             logits = torch.cat([base.to(logits.dtype), logits], dim=1)
         return _row_metric(s.m, sub, metric, None, s.clean_ref, logits)
-    rows = ans.repeat(s.fw.gs)
     if cols is not None:
-        out = rs.resume(layer, resid, rows=rows, fwd_hooks=hooks, lo=lo,
-                        columns=cols.repeat(s.fw.gs, 1))[:R]
-        return s.m.from_columns(out)
-    out = rs.resume(layer, resid, rows=rows, fwd_hooks=hooks, lo=lo)[:R]
+        return s.m.from_columns(rs.resume(layer, resid, rows=ans, fwd_hooks=hooks, lo=lo,
+                                          columns=cols))
+    out = rs.resume(layer, resid, rows=ans, fwd_hooks=hooks, lo=lo)
     m = s.m if metric != "kl" else resolve_metric("kl", clean_answer_logits=s.clean_ref[
         torch.arange(R, device=resid.device) % rs.batch])
     return m.fn(out, sub)
-
-
-def _unchanged(s: _Setup, g: Graph, rp: Tensor, rb: Tensor, layer: int) -> Tensor:
-    """Rows whose receiver's output came out bit-identical to the clean run's (at the positions
-    computed): the patch changed nothing downstream, so the score is exactly 0."""
-    node = g.port_node[rp]
-    out = torch.zeros(len(rp), dtype=torch.bool)
-    for key in ("a", "m"):
-        x, win = s.fw.out.get((layer, key)), s.fw.out_window.get((layer, key))
-        if x is None or win is None:
-            continue
-        base = g.sender_index(layer, 0 if key == "a" else None)
-        rel = node - base
-        sel = ((rel >= 0) & (rel < x.shape[2])).nonzero()[:, 0]
-        if len(sel) == 0:
-            continue
-        d = sel.to(x.device)
-        got = x[d, :, rel[sel].to(x.device)]
-        want = s.C[rb[d], win[0]:win[1], node[sel].to(x.device)]
-        out[sel] = (got == want).flatten(1).all(1).cpu()
-    return out
 
 
 def exact_reference(model, prompts: PromptSet, *, metric: MetricSpec = "logit_diff") -> Graph:
