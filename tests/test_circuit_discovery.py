@@ -11,8 +11,8 @@ from conftest import assert_no_hooks, load_tiny
 from test_patching import _pairs
 
 from interp.circuits import (
-    Graph,
     CircuitRunner,
+    Graph,
     discover,
     evaluate,
     exact_reference,

@@ -30,7 +30,6 @@ Methods:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -196,7 +195,7 @@ def _metric(model, prompts: PromptSet, metric: MetricSpec, clean_logits: Tensor 
 def _rows(prompts: PromptSet, idx: Tensor) -> PromptSet:
     """The prompts of examples ``idx`` (repeats allowed), tensors only."""
     idx = idx.cpu()
-    pick = lambda t: None if t is None else t[idx]  # noqa: E731
+    pick = lambda t: None if t is None else t[idx]
     return PromptSet(clean_tokens=prompts.clean_tokens[idx], answer_ids=prompts.answer_ids[idx],
                      answer_pos=prompts.answer_pos[idx],
                      corrupted_tokens=pick(prompts.corrupted_tokens),
@@ -256,7 +255,7 @@ def _grad_scores(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
     for a in runs:
         kept: list[tuple[int, Tensor]] = []
 
-        def record(p0, layer, x):
+        def record(p0, layer, x, kept=kept):
             x = x.clone()
             kept.append((p0, x))
             return x

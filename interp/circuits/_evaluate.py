@@ -139,8 +139,8 @@ class FaithfulnessCurve(Result):
                                  name=f"|score| ranking (CMD {self.cmd:.3g})"))
         fig.add_hline(y=1.0, line_dash="dot", line_color="gray")
         fig.update_layout(title=title or f"Faithfulness ({self.meta.get('method', 'scores')})",
-                          xaxis=dict(title="% of edges kept", type="log"),
-                          yaxis=dict(title="faithfulness f"), height=420)
+                          xaxis={"title": "% of edges kept", "type": "log"},
+                          yaxis={"title": "faithfulness f"}, height=420)
         return fig
 
 
