@@ -422,16 +422,18 @@ def _resume_metric(s, rs, sub, metric, layer, resid, hooks, lo, ans, cols) -> Te
     return m.fn(out, sub)
 
 
-def exact_reference(model, prompts: PromptSet, *, metric: MetricSpec = "logit_diff") -> Graph:
+def exact_reference(model, prompts: PromptSet, *, metric: MetricSpec = "logit_diff",
+                    edges: Sequence[int] | None = None) -> Graph:
     """Exact edge patching with one plain ``run_with_hooks`` forward per edge (slow; the parity
     reference for ``method="exact"``). For a k/v edge into a query head of a GQA group, the key/
-    value head's input is patched and the other heads of the group get their clean ``z`` back."""
+    value head's input is patched and the other heads of the group get their clean ``z`` back.
+    ``edges``: only these edge indices (the others' scores are NaN)."""
     s = _Setup(model, prompts, metric)
     g, info = s.graph, describe(model)
     with torch.no_grad(), _split_mode(model):
         _, cache = model.run_with_cache(s.clean, names_filter=lambda n: n.endswith("hook_z"))
-    scores = torch.zeros(g.n_edges)
-    for e in range(g.n_edges):
+    scores = torch.full((g.n_edges,), float("nan"))
+    for e in range(g.n_edges) if edges is None else [int(i) for i in edges]:
         u, p = int(g.edge_src[e]), int(g.edge_dst[e])
         d = s.delta[:, :, u]
         name = g.ports[p]
