@@ -101,8 +101,6 @@ class PortForward:
         info = describe(model)
         self.gs, self.n_kv = info.group_size, info.n_kv_heads
         self.out: dict[tuple[int, str], Tensor] = {}
-        self.out_window: dict[tuple[int, str], tuple[int, int] | None] = {}
-        self.window: Callable[[], tuple[int, int] | None] = lambda: None
 
     def sent(self) -> Tensor:
         """``[batch, pos, sender, d_model]`` sender outputs of the last full run."""
@@ -151,7 +149,6 @@ class PortForward:
         def keep(layer: int, key: str):
             def fn(x, hook):
                 self.out[(layer, key)] = x[:R] if key == "a" else x[:R, :, None]
-                self.out_window[(layer, key)] = self.window()
                 return x
             return fn
 
