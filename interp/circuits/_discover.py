@@ -1,0 +1,508 @@
+"""Edge scores for circuit discovery: EAP, EAP-IG (inputs) and exact edge patching.
+
+Sign convention (all methods): ``score(u -> p) = M(clean) - M(clean with edge u -> p corrupted)``
+for a metric where higher is better (the sign flips for ``loss``/``kl``), mean over examples. A
+positive score means the edge helps the task: corrupting it lowers the metric.
+
+Edge intervention. Every receiver port gets its own copy of the residual stream. Corrupting edge
+``u -> p`` gives port ``p`` the input ``resid - (out_u(clean) - out_u(corrupted))``: the sender's
+clean contribution swapped for its corrupted one, on that port only. Ports are transformer-lens's
+per-head ``hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` (``use_split_qkv_input``), the
+per-head outputs ``hook_result`` (``use_attn_result``), and ``hook_mlp_in``.
+
+Grouped-query attention. The model computes one key/value input per *key/value* head, but the
+graph has k/v ports per *query* head. The forward therefore runs ``group_size`` copies of the
+batch: in copy ``c`` the key/value head ``g`` reads the port input of query head
+``g * group_size + c``, and after attention each query head's ``z`` is taken from its own copy
+(and written to every copy), so all copies carry the same residual stream again. A k/v edge into
+one query head thus never reaches the other heads of its group.
+
+Methods:
+
+- ``"eap"`` (Syed et al. 2023): ``(out_u(clean) - out_u(corr)) · dM/d in_p`` at the clean run,
+  summed over positions and features. 1 forward+backward (plus the two caching forwards).
+- ``"eap-ig-inputs"`` (Hanna et al. 2024): the gradient is averaged over ``m`` runs whose input
+  embeddings are ``e_corr + (k/m)(e_clean - e_corr)``, ``k = 1..m`` (the paper's grid).
+- ``"exact"``: each edge patched on its own, one metric per edge; all (edge, example) pairs are
+  stacked into large batches.
+- ``"exact-reference"``: the same numbers from one ``run_with_hooks`` forward per edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp import hooks as H
+from interp._engine.restart import Restarter, default_budget
+from interp.attribution._edges import _split_mode
+from interp.circuits._graph import KINDS, Graph
+from interp.metrics import MetricSpec, logits_at, resolve_metric
+from interp.models import describe
+from interp.prompts import PromptSet
+
+Method = Literal["eap", "eap-ig-inputs", "exact", "exact-reference"]
+SIGN_CONVENTION = ("score(u->p) = M(clean) - M(clean with edge u->p corrupted), mean over "
+                   "examples (negated for metrics where lower is better): positive = the edge "
+                   "helps the task")
+
+
+def _port_in(layer: int, kind: str) -> str:
+    return f"blocks.{layer}.hook_{kind}_input"
+
+
+def _result(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_result"
+
+
+def _mlp_in(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_in"
+
+
+# --- checks ---------------------------------------------------------------------------------
+def check_inputs(model, prompts: PromptSet) -> tuple[Tensor, Tensor]:
+    """Clean and corrupted tokens on the model's device, after the checks every method needs."""
+    if not isinstance(prompts, PromptSet):
+        raise TypeError("prompts must be a PromptSet with corrupted prompts (e.g. "
+                        "interp.prompts.ioi(model, 8) or PromptSet.from_pairs(...)).")
+    clean, corr = prompts.clean_tokens, prompts.require_corrupted()
+    if clean.shape != corr.shape:
+        raise ValueError(
+            f"clean tokens {tuple(clean.shape)} and corrupted tokens {tuple(corr.shape)} differ "
+            "in length. Edge patching and EAP-IG swap sender outputs position by position, so "
+            "each clean prompt and its corruption must have the same token count: use a "
+            "corruption of equal length (e.g. replace one-token names by other one-token names).")
+    info = describe(model)
+    missing = [n for n in (H.resid_pre(0), H.mlp_out(0), H.resid_post(info.n_layers - 1))
+               if n not in info.hooks]
+    if missing:
+        raise NotImplementedError(f"{info.architecture}: hook points {missing} do not fire, so "
+                                  "edge-level circuits are not supported for this model.")
+    prompts.check(model)
+    return clean.to(model.cfg.device), corr.to(model.cfg.device)
+
+
+# --- the per-port forward -------------------------------------------------------------------
+Patch = Callable[[int, int, Float[Tensor, "batch pos port d_model"]], Tensor]
+
+
+class PortForward:
+    """Forward passes in which each receiver port's input passes through
+    ``patch(first_port, layer, x)`` (``x``: that group's port inputs, ``[batch, pos, n, d_model]``
+    per query head; ``first_port``: global index of ``x[:, :, 0]``). Sender outputs of the last
+    run are kept in ``self.out[(layer, "a" | "m")]`` (and ``self.out[(-1, "i")]``, the input)."""
+
+    def __init__(self, model, graph: Graph) -> None:
+        self.model, self.g = model, graph
+        info = describe(model)
+        self.gs, self.n_kv = info.group_size, info.n_kv_heads
+        self.out: dict[tuple[int, str], Tensor] = {}
+
+    def sent(self) -> Tensor:
+        """``[batch, pos, sender, d_model]`` sender outputs of the last full run."""
+        parts = [self.out[(-1, "i")]]
+        for layer in range(self.g.n_layers):
+            parts += [self.out[(layer, "a")], self.out[(layer, "m")]]
+        return torch.cat(parts, dim=2)
+
+    def hooks(self, R: int, patch: Patch | None, *, start: int = 0,
+              input_value: Tensor | None = None) -> list[tuple[str, Callable]]:
+        """Hooks for a forward of ``group_size * R`` rows (``group_size`` copies of ``R``,
+        copy-major) from block ``start`` on."""
+        g, gs = self.g, self.gs
+        L, nh, nkv = g.n_layers, g.n_heads, self.n_kv
+        self.out = {}
+        patch = patch or (lambda p0, layer, x: x)
+
+        def rep(x: Tensor) -> Tensor:
+            return x if gs == 1 else x.repeat(gs, *([1] * (x.ndim - 1)))
+
+        def embed(x, hook):
+            if input_value is not None:
+                x = rep(input_value.to(x.dtype)).detach().requires_grad_(torch.is_grad_enabled())
+            self.out[(-1, "i")] = x[:R, :, None]
+            return x
+
+        def qkv(layer: int, kind: str):
+            p0 = g.port_index(layer, kind, 0)
+
+            def fn(x, hook):
+                if kind == "q" or gs == 1:
+                    return rep(patch(p0, layer, x[:R]))
+                S, D = x.shape[1], x.shape[-1]
+                per_q = x.view(gs, R, S, nkv, D).permute(1, 2, 3, 0, 4).reshape(R, S, nh, D)
+                out = patch(p0, layer, per_q)
+                return out.view(R, S, nkv, gs, D).permute(3, 0, 1, 2, 4).reshape(gs * R, S, nkv, D)
+            return fn
+
+        copy_of = torch.arange(nh) % gs
+
+        def splice(z, hook):  # each query head's z from its own copy, to every copy
+            zv = z.view(gs, R, *z.shape[1:])
+            own = zv[copy_of.to(z.device), :, :, torch.arange(nh, device=z.device)]
+            return rep(own.permute(1, 2, 0, 3))
+
+        def keep(layer: int, key: str):
+            def fn(x, hook):
+                self.out[(layer, key)] = x[:R] if key == "a" else x[:R, :, None]
+                return x
+            return fn
+
+        def single(p0: int, layer: int):
+            def fn(x, hook):
+                return rep(patch(p0, layer, x[:R, :, None])[:, :, 0])
+            return fn
+
+        hooks: list[tuple[str, Callable]] = [(H.resid_pre(0), embed)] if start == 0 else []
+        for layer in range(start, L):
+            hooks += [(_port_in(layer, k), qkv(layer, k)) for k in KINDS]
+            if gs > 1:
+                hooks.append((H.z(layer), splice))
+            hooks.append((_result(layer), keep(layer, "a")))
+            hooks.append((_mlp_in(layer), single(g.port_index(layer, "mlp"), layer)))
+            hooks.append((H.mlp_out(layer), keep(layer, "m")))
+        hooks.append((H.resid_post(L - 1), single(g.port_index(L, "logits"), L)))
+        return hooks
+
+    def run(self, tokens: Tensor, patch: Patch | None = None,
+            input_value: Tensor | None = None) -> Float[Tensor, "batch pos d_vocab"]:
+        R = tokens.shape[0]
+        hooks = self.hooks(R, patch, input_value=input_value)
+        toks = tokens if self.gs == 1 else tokens.repeat(self.gs, 1)
+        with _split_mode(self.model):
+            logits = self.model.run_with_hooks(toks, fwd_hooks=hooks)
+        if len(self.out) != 1 + 2 * self.g.n_layers:
+            raise NotImplementedError(
+                "the per-head hook points (split q/k/v inputs, per-head results, MLP input) did "
+                f"not all fire on {describe(self.model).architecture}; edge-level discovery needs "
+                "them. Use interp.attribution.attribution_patching (node level) instead.")
+        return logits[:R]
+
+
+def _metric(model, prompts: PromptSet, metric: MetricSpec, clean_logits: Tensor | None):
+    ref = None if clean_logits is None else logits_at(clean_logits, prompts.answer_pos).detach()
+    m = resolve_metric(metric, clean_answer_logits=ref)
+    return m, (1.0 if m.higher_is_better else -1.0)
+
+
+def _rows(prompts: PromptSet, idx: Tensor) -> PromptSet:
+    """The prompts of examples ``idx`` (repeats allowed), tensors only."""
+    idx = idx.cpu()
+    pick = lambda t: None if t is None else t[idx]
+    return PromptSet(clean_tokens=prompts.clean_tokens[idx], answer_ids=prompts.answer_ids[idx],
+                     answer_pos=prompts.answer_pos[idx],
+                     corrupted_tokens=pick(prompts.corrupted_tokens),
+                     wrong_ids=pick(prompts.wrong_ids), pad_id=prompts.pad_id)
+
+
+def _row_metric(m, sub: PromptSet, metric: MetricSpec, rows_b: Tensor | None,
+                clean_ref: Tensor, logits: Tensor) -> Tensor:
+    """The metric of rows whose prompts are ``sub`` (example ``rows_b`` of the set)."""
+    if metric == "kl":
+        rows_b = torch.arange(len(sub)) % clean_ref.shape[0] if rows_b is None else rows_b
+        m = resolve_metric("kl", clean_answer_logits=clean_ref[rows_b])
+    return m.from_full(logits, sub)
+
+
+class _Setup:
+    """Clean and corrupted runs: sender outputs, metrics, the decomposition check."""
+
+    def __init__(self, model, prompts: PromptSet, metric: MetricSpec) -> None:
+        self.clean, self.corr = check_inputs(model, prompts)
+        self.graph = Graph.from_model(model)
+        self.fw = PortForward(model, self.graph)
+        with torch.no_grad():
+            logits_c = self.fw.run(self.clean)
+            self.C = self.fw.sent()
+            logits_z = self.fw.run(self.corr)
+            self.Z = self.fw.sent()
+        self.m, self.sign = _metric(model, prompts, metric, logits_c)
+        self.clean_ref = logits_at(logits_c, prompts.answer_pos).detach()
+        self.m_clean = self.m.from_full(logits_c, prompts).detach()
+        self.m_corr = self.m.from_full(logits_z, prompts).detach()
+        self.delta = self.C - self.Z  # [batch, pos, sender, d_model]
+        self._check_sum(model)
+
+    def _check_sum(self, model) -> None:
+        L = self.graph.n_layers
+        names = [H.resid_post(L - 1)]
+        with torch.no_grad(), _split_mode(model):
+            _, cc = model.run_with_cache(self.clean, names_filter=names)
+            _, cz = model.run_with_cache(self.corr, names_filter=names)
+        rest = (cc[names[0]] - self.C.sum(2)) - (cz[names[0]] - self.Z.sum(2))
+        scale = 1.0 + float(cc[names[0]].abs().max())
+        if float(rest.abs().max()) > 1e-4 * scale:
+            raise NotImplementedError(
+                f"{describe(model).architecture}: the final residual stream is not the sum of "
+                "the embedding, per-head outputs and MLP outputs (e.g. a norm after attention, "
+                "as in Gemma 2), so edges cannot be patched through the residual stream. Use "
+                "interp.attribution.attribution_patching or interp.patching.path_patching.")
+
+
+# --- gradient methods -----------------------------------------------------------------------
+def _grad_scores(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) -> Tensor:
+    g, B = s.graph, s.clean.shape[0]
+    P, U = len(g.ports), len(g.senders)
+    acc: dict[int, Tensor] = {}
+    runs = [None] if alphas is None else list(alphas)
+    for a in runs:
+        kept: list[tuple[int, Tensor]] = []
+
+        def record(p0, layer, x, kept=kept):
+            x = x.clone()
+            kept.append((p0, x))
+            return x
+
+        inp = None if a is None else s.Z[:, :, 0] + a * (s.C[:, :, 0] - s.Z[:, :, 0])
+        with torch.enable_grad():
+            logits = s.fw.run(s.clean, record, input_value=inp)
+            val = s.m.from_full(logits, prompts).sum()
+            grads = torch.autograd.grad(val, [x for _, x in kept], allow_unused=True)
+        for (p0, x), gr in zip(kept, grads):
+            gr = torch.zeros_like(x) if gr is None else gr
+            acc[p0] = acc.get(p0, 0) + gr.detach() / len(runs)
+    full = torch.zeros(P, U)
+    n_src = torch.bincount(g.edge_dst, minlength=P)  # a port's senders are a prefix of them
+    for p0, gr in acc.items():
+        n_u = int(n_src[p0])
+        full[p0:p0 + gr.shape[2], :n_u] = torch.einsum(
+            "bsud,bsnd->nu", s.delta[:, :, :n_u], gr).cpu() / B
+    return s.sign * full[g.edge_dst, g.edge_src]
+
+
+# --- exact edge patching ----------------------------------------------------------------------
+def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
+                  chunk_rows: int | None) -> Tensor:
+    """Each (edge, example) pair is one row. Rows whose receivers sit in one block resume the
+    clean run at that block (earlier blocks are not run); positions before the first one any
+    sender changes are not recomputed; the last block runs only the answer rows. A patched
+    q/k/v port is applied where it enters the model: the head's query/key/value becomes
+    ``W·norm(resid - delta) + b`` for that head only (for a key/value head shared by a GQA
+    group, the group's other query heads get their clean ``z`` back). A receiver whose output
+    weights are all zero cannot change anything: its edges score exactly 0."""
+    g, B, S, info = s.graph, s.clean.shape[0], s.clean.shape[1], describe(model)
+    L, nh, dev = g.n_layers, g.n_heads, s.clean.device
+    changed = (s.delta != 0).any(-1)  # [batch, pos, sender]: where each sender differs
+    pos_any = changed.any(0).any(-1).nonzero()
+    lo = int(pos_any[0, 0]) if len(pos_any) else 0
+    names = [H.resid_pre(layer) for layer in range(L)] + [H.resid_post(L - 1)]
+    names += [H.z(layer) for layer in range(L)] if info.is_gqa else []
+    with torch.no_grad():
+        rs = Restarter(model, s.clean, names=names)
+    if not rs.can_window:
+        lo = 0
+    if chunk_rows is None:
+        chunk_rows = max(B, default_budget(info, B, S) // max(1, S - lo))
+    per = max(1, chunk_rows // B)
+    ans = prompts.answer_pos.to(dev)
+    cols_all = s.m.columns(prompts).to(dev) if s.m.columns is not None else None
+    use_cols = cols_all is not None and rs.columns_ok(ans, cols_all)
+    port_layer = torch.tensor([L if p == len(g.ports) - 1 else p // (3 * nh + 1)
+                               for p in range(len(g.ports))])
+    dead = _dead_receivers(model, g)
+    todo = (changed.any(0).any(0).cpu()[g.edge_src] & ~dead[g.edge_dst]).nonzero()[:, 0]
+    scores = torch.zeros(g.n_edges)
+    for layer in range(L + 1):
+        mine = todo[port_layer[g.edge_dst[todo]] == layer]
+        for i in range(0, len(mine), per):
+            edges = mine[i:i + per]
+            re = edges.repeat_interleave(B)
+            rb = torch.arange(B).repeat(len(edges)).to(dev)
+            rp, ru = g.edge_dst[re].to(dev), g.edge_src[re].to(dev)
+            sub = _rows(prompts, rb)
+            with torch.no_grad():
+                if layer == L:  # the logits port: nothing after it but the unembedding
+                    resid = rs.cache[H.resid_post(L - 1)][rb] - s.delta[rb, :, ru]
+                    m_rows = _row_metric(s.m, sub, metric, rb, s.clean_ref, rs.unembed(resid))
+                else:
+                    hooks = _exact_hooks(s, rs, model, layer, rp, ru, rb)
+                    resid = rs.cache[H.resid_pre(layer)][rb, lo:]
+                    old = bool(getattr(model.cfg, "use_hook_mlp_in", False))
+                    model.set_use_hook_mlp_in(True)
+                    try:
+                        m_rows = _resume_metric(s, rs, sub, metric, layer, resid, hooks, lo,
+                                                ans[rb], cols_all[rb] if use_cols else None)
+                    finally:
+                        model.set_use_hook_mlp_in(old)
+            eff = s.sign * (s.m_clean[rb] - m_rows).cpu()
+            scores[edges] = eff.view(len(edges), B).mean(1)
+    return scores
+
+
+def _dead_receivers(model, g: Graph) -> Tensor:
+    """``[port]``: True where the receiving node's output weights are all zero."""
+    dead = torch.zeros(len(g.ports), dtype=torch.bool)
+    for layer in range(g.n_layers):
+        w_o = getattr(model.blocks[layer].attn, "W_O", None)
+        if w_o is not None and w_o.shape[0] == g.n_heads:
+            off = (w_o.detach() == 0).flatten(1).all(1).cpu()
+            for kind in KINDS:
+                p0 = g.port_index(layer, kind, 0)
+                dead[p0:p0 + g.n_heads] = off
+        w_out = getattr(model.blocks[layer].mlp, "W_out", None)
+        if w_out is not None and bool((w_out.detach() == 0).all()):
+            dead[g.port_index(layer, "mlp")] = True
+    return dead
+
+
+def _exact_hooks(s: _Setup, rs, model, layer: int, rp: Tensor, ru: Tensor, rb: Tensor):
+    """Hooks that patch row ``r``'s port ``rp[r]`` (all in block ``layer``) by
+    ``-delta[rb[r], :, ru[r]]``."""
+    g, info = s.graph, describe(model)
+    attn, ln1 = model.blocks[layer].attn, model.blocks[layer].ln1
+    rel = rp - g.port_index(layer, "q", 0)  # kind * H + head, or 3H for the MLP
+    kind_of, head_of = rel // g.n_heads, rel % g.n_heads
+    hooks = []
+    for k, kind in enumerate(KINDS):
+        sel = (kind_of == k).nonzero()[:, 0]
+        if len(sel) == 0:
+            continue
+        heads = head_of[sel]
+        slot = heads if kind == "q" else heads // info.group_size
+        W = getattr(attn, f"W_{kind.upper()}").detach()[slot]  # [n, d_model, d_head]
+        bias = getattr(attn, f"b_{kind.upper()}", None)
+        bias = None if bias is None else bias.detach()[slot]
+
+        def fn(x, hook, sel=sel, slot=slot, W=W, bias=bias):
+            w0, w1 = rs.window
+            src = rs.cache[H.resid_pre(layer)][rb[sel], w0:w1] - s.delta[rb[sel], w0:w1, ru[sel]]
+            new = torch.einsum("nsd,nde->nse", ln1(src), W)
+            if bias is not None:
+                new = new + bias[:, None]
+            x = x.clone()
+            x[sel, :, slot] = new.to(x.dtype)
+            return x
+        hooks.append((getattr(H, kind)(layer), fn))
+    if info.is_gqa:  # a k/v port belongs to one query head: the rest of its group stays clean
+        kv = (kind_of == 1) | (kind_of == 2)
+        sel = kv.nonzero()[:, 0]
+        if len(sel):
+            own = head_of[sel]
+
+            def restore(z, hook, sel=sel, own=own):
+                w0, w1 = rs.window
+                keep = torch.nn.functional.one_hot(own, g.n_heads).bool()[:, None, :, None]
+                clean = rs.cache[H.z(layer)][rb[sel], w0:w1]
+                z = z.clone()
+                z[sel] = torch.where(keep, z[sel], clean.to(z.dtype))
+                return z
+            hooks.append((H.z(layer), restore))
+    sel = (rel == 3 * g.n_heads).nonzero()[:, 0]
+    if len(sel):
+        def mlp(x, hook, sel=sel):
+            w0, w1 = rs.window
+            x = x.clone()
+            x[sel] -= s.delta[rb[sel], w0:w1, ru[sel]]
+            return x
+        hooks.append((_mlp_in(layer), mlp))
+    return hooks
+
+
+def _resume_metric(s, rs, sub, metric, layer, resid, hooks, lo, ans, cols) -> Tensor:
+    R = resid.shape[0]
+    if s.m.all_positions:
+        logits = rs.resume(layer, resid, rows=None, fwd_hooks=hooks, lo=lo)
+        if lo:
+            base = rs.logits[torch.arange(R, device=resid.device) % rs.batch, :lo]
+            logits = torch.cat([base.to(logits.dtype), logits], dim=1)
+        return _row_metric(s.m, sub, metric, None, s.clean_ref, logits)
+    if cols is not None:
+        return s.m.from_columns(rs.resume(layer, resid, rows=ans, fwd_hooks=hooks, lo=lo,
+                                          columns=cols))
+    out = rs.resume(layer, resid, rows=ans, fwd_hooks=hooks, lo=lo)
+    m = s.m if metric != "kl" else resolve_metric("kl", clean_answer_logits=s.clean_ref[
+        torch.arange(R, device=resid.device) % rs.batch])
+    return m.fn(out, sub)
+
+
+def exact_reference(model, prompts: PromptSet, *, metric: MetricSpec = "logit_diff",
+                    edges: Sequence[int] | None = None) -> Graph:
+    """Exact edge patching with one plain ``run_with_hooks`` forward per edge (slow; the parity
+    reference for ``method="exact"``). For a k/v edge into a query head of a GQA group, the key/
+    value head's input is patched and the other heads of the group get their clean ``z`` back.
+    ``edges``: only these edge indices (the others' scores are NaN)."""
+    s = _Setup(model, prompts, metric)
+    g, info = s.graph, describe(model)
+    with torch.no_grad(), _split_mode(model):
+        _, cache = model.run_with_cache(s.clean, names_filter=lambda n: n.endswith("hook_z"))
+    scores = torch.full((g.n_edges,), float("nan"))
+    for e in range(g.n_edges) if edges is None else [int(i) for i in edges]:
+        u, p = int(g.edge_src[e]), int(g.edge_dst[e])
+        d = s.delta[:, :, u]
+        name = g.ports[p]
+        hooks = []
+        if name == "logits":
+            hooks.append((H.resid_post(g.n_layers - 1), lambda x, hook, d=d: x - d))
+        elif name.startswith("m"):
+            hooks.append((_mlp_in(int(name[1:])), lambda x, hook, d=d: x - d))
+        else:
+            layer, rest = name[1:].split(".h")
+            layer, head, kind = int(layer), int(rest.split("<")[0]), rest[-2]
+            slot = head if kind == "q" else info.kv_head(head)
+
+            def sub(x, hook, d=d, slot=slot):
+                x = x.clone()
+                x[:, :, slot] -= d
+                return x
+            hooks.append((_port_in(layer, kind), sub))
+            if kind != "q" and info.is_gqa:
+                others = [h for h in range(info.n_heads) if h != head]
+
+                def keep(z, hook, layer=layer, others=others):
+                    z = z.clone()
+                    z[:, :, others] = cache[H.z(layer)][:, :, others]
+                    return z
+                hooks.append((H.z(layer), keep))
+        with torch.no_grad(), _split_mode(model):
+            logits = model.run_with_hooks(s.clean, fwd_hooks=hooks)
+        m_p = _row_metric(s.m, prompts, metric, torch.arange(len(prompts)), s.clean_ref, logits)
+        scores[e] = s.sign * float((s.m_clean - m_p).mean())
+    g.scores = scores
+    g.meta.update(_meta(s, "exact-reference", metric))
+    return g
+
+
+def _meta(s: _Setup, method: str, metric: MetricSpec) -> dict:
+    return {"method": method, "metric": s.m.name, "sign_convention": SIGN_CONVENTION,
+            "clean": float(s.m_clean.mean()), "corrupted": float(s.m_corr.mean()),
+            "n_examples": int(s.clean.shape[0])}
+
+
+def discover(
+    model,
+    prompts: PromptSet,
+    *,
+    method: Method = "eap-ig-inputs",
+    metric: MetricSpec = "logit_diff",
+    ig_steps: int = 5,
+    chunk_rows: int | None = None,
+) -> Graph:
+    """Score every edge of the model's graph (see :class:`Graph`) and return the graph.
+
+    ``method``: ``"eap"``, ``"eap-ig-inputs"`` (``ig_steps`` interpolation steps), ``"exact"``
+    (batched exact edge patching; ``chunk_rows`` rows per forward), ``"exact-reference"``.
+    Scores follow the module's sign convention. No edge is selected yet: call
+    ``graph.top_n(n)``, ``graph.threshold(t)`` or ``graph.greedy(n)``."""
+    if method == "exact-reference":
+        return exact_reference(model, prompts, metric=metric)
+    if method not in ("eap", "eap-ig-inputs", "exact"):
+        raise ValueError(f"unknown method {method!r}; use 'eap', 'eap-ig-inputs', 'exact' or "
+                         "'exact-reference'.")
+    if method == "eap-ig-inputs" and int(ig_steps) < 1:
+        raise ValueError("ig_steps must be at least 1.")
+    s = _Setup(model, prompts, metric)
+    g = s.graph
+    if method == "exact":
+        g.scores = _exact_scores(s, model, prompts, metric, chunk_rows)
+    else:
+        alphas = None if method == "eap" else [k / ig_steps for k in range(1, ig_steps + 1)]
+        g.scores = _grad_scores(s, prompts, alphas).float()
+    g.meta.update(_meta(s, method, metric))
+    if method == "eap-ig-inputs":
+        g.meta["ig_steps"] = int(ig_steps)
+        g.meta["ig_grid"] = "alpha = k/m, k = 1..m (input embeddings, corrupted -> clean)"
+    return g
