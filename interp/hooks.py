@@ -84,6 +84,23 @@ def attn_scores(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_attn_scores"
 
 
+# Split-input hook points: they exist only while transformer-lens's use_split_qkv_input /
+# use_hook_mlp_in / use_attn_result flags are on (edge attribution and circuit discovery switch
+# them on for one call).
+def qkv_input(layer: int, kind: Literal["q", "k", "v"]) -> str:
+    """One attention layer's per-head q, k or v input (a residual copy per head)."""
+    return f"blocks.{layer}.hook_{kind}_input"
+
+
+def mlp_in(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_in"
+
+
+def head_result(layer: int) -> str:
+    """Every head's own output (``z_h @ W_O[h]``), ``[batch, pos, head, d_model]``."""
+    return f"blocks.{layer}.attn.hook_result"
+
+
 def head_act(kind: HeadAct, layer: int) -> str:
     """Name of a per-head activation hook: ``head_act("z", 3)``."""
     return {

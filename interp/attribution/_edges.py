@@ -25,19 +25,6 @@ EAP_CONVENTION = ("EAP: (out_u(corrupted) - out_u(clean)) . dM/d in_v at the cle
                   "examples; estimates M(clean with edge u->v corrupted) - M(clean)")
 
 
-# block-level hook points that exist only while the flags below are on (transformer-lens 4.x)
-def _q_in(layer: int, kind: str) -> str:
-    return f"blocks.{layer}.hook_{kind}_input"
-
-
-def _mlp_in(layer: int) -> str:
-    return f"blocks.{layer}.hook_mlp_in"
-
-
-def _result(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_result"
-
-
 @contextlib.contextmanager
 def _split_mode(model):
     cfg = model.cfg
@@ -49,14 +36,14 @@ def _split_mode(model):
         try:
             model.set_use_split_qkv_input(True)
             model.set_use_attn_result(True)
-            model.set_use_hook_mlp_in(True)
+            model.set_use_hookH.mlp_in(True)
         except NotImplementedError as e:
             raise NotImplementedError(_unsupported(model, str(e))) from None
         yield
     finally:
         model.set_use_split_qkv_input(old["use_split_qkv_input"])
         model.set_use_attn_result(old["use_attn_result"])
-        model.set_use_hook_mlp_in(old["use_hook_mlp_in"])
+        model.set_use_hookH.mlp_in(old["use_hook_mlp_in"])
         if old["use_attn_in"]:
             model.set_use_attn_in(True)
 
@@ -124,10 +111,10 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     info = describe(model)
     clean, corrupted = prepare_pairs(model, prompts, metric, "noising")
     L, n_h = info.n_layers, info.n_heads
-    senders = [H.resid_pre(0)] + [_result(layer) for layer in range(L)] + [
+    senders = [H.resid_pre(0)] + [H.headH.head_result(layer) for layer in range(L)] + [
         H.mlp_out(layer) for layer in range(L)]
-    recv_heads = [_q_in(layer, kind) for layer in range(L) for kind in ("q", "k", "v")]
-    receivers = recv_heads + [_mlp_in(layer) for layer in range(L)] + [H.resid_post(L - 1)]
+    recv_heads = [H.qkv_input(layer, kind) for layer in range(L) for kind in ("q", "k", "v")]
+    receivers = recv_heads + [H.mlp_in(layer) for layer in range(L)] + [H.resid_post(L - 1)]
     check = [H.attn_out(layer) for layer in range(L)]
     with _split_mode(model):
         with torch.no_grad():
@@ -164,7 +151,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     grad = {n: (torch.zeros_like(acts[n]) if g is None else g) for n, g in zip(receivers, grads)}
     delta = {n: corr_cache[n] - acts[n].detach() for n in senders}
     for layer in range(L):  # per-head outputs must add up to the attention output
-        d_sum = delta[_result(layer)].sum(2)
+        d_sum = delta[H.headH.head_result(layer)].sum(2)
         d_attn = corr_cache[H.attn_out(layer)] - acts[H.attn_out(layer)].detach()
         if not torch.allclose(d_sum, d_attn, atol=1e-4 * (1 + float(d_attn.abs().max()))):
             raise NotImplementedError(
@@ -175,7 +162,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     b = clean.shape[0]
     # senders: [b, pos, n_src, d]
     src_names = ["embed"] + C.head_labels(L, n_h) + C.mlp_labels(L)
-    src = torch.cat([delta[H.resid_pre(0)][:, :, None]] + [delta[_result(layer)]
+    src = torch.cat([delta[H.resid_pre(0)][:, :, None]] + [delta[H.headH.head_result(layer)]
                     for layer in range(L)] + [delta[H.mlp_out(layer)][:, :, None]
                                               for layer in range(L)], dim=2)
     kinds = ("q", "k", "v")
@@ -183,14 +170,14 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     for layer in range(L):
         per_kind = []
         for kind in kinds:
-            g = grad[_q_in(layer, kind)]
+            g = grad[H.qkv_input(layer, kind)]
             if g.shape[2] != n_h:  # GQA: one copy per key/value head, shared by its group
                 g = g.repeat_interleave(info.group_size, dim=2) / 1.0
             per_kind.append(g)
         head_g.append(torch.stack(per_kind, dim=3))  # [b, pos, H, 3, d]
     head_g = torch.stack(head_g, dim=2)  # [b, pos, L, H, 3, d]
     by_input = torch.einsum("bpsd,bplhkd->slhk", src, head_g) / b  # [src, L, H, 3]
-    mlp_g = torch.stack([grad[_mlp_in(layer)] for layer in range(L)], dim=2)  # [b, pos, L, d]
+    mlp_g = torch.stack([grad[H.mlp_in(layer)] for layer in range(L)], dim=2)  # [b, pos, L, d]
     mlp_s = torch.einsum("bpsd,bpld->sl", src, mlp_g) / b
     logit_s = torch.einsum("bpsd,bpd->s", src, grad[H.resid_post(L - 1)]) / b
     dst_names = C.head_labels(L, n_h) + C.mlp_labels(L) + ["logits"]

@@ -51,18 +51,6 @@ SIGN_CONVENTION = ("score(u->p) = M(clean) - M(clean with edge u->p corrupted), 
                    "helps the task")
 
 
-def _port_in(layer: int, kind: str) -> str:
-    return f"blocks.{layer}.hook_{kind}_input"
-
-
-def _result(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_result"
-
-
-def _mlp_in(layer: int) -> str:
-    return f"blocks.{layer}.hook_mlp_in"
-
-
 # --- checks ---------------------------------------------------------------------------------
 def check_inputs(model, prompts: PromptSet) -> tuple[Tensor, Tensor]:
     """Clean and corrupted tokens on the model's device, after the checks every method needs."""
@@ -159,11 +147,11 @@ class PortForward:
 
         hooks: list[tuple[str, Callable]] = [(H.resid_pre(0), embed)] if start == 0 else []
         for layer in range(start, L):
-            hooks += [(_port_in(layer, k), qkv(layer, k)) for k in KINDS]
+            hooks += [(H.qkv_input(layer, k), qkv(layer, k)) for k in KINDS]
             if gs > 1:
                 hooks.append((H.z(layer), splice))
-            hooks.append((_result(layer), keep(layer, "a")))
-            hooks.append((_mlp_in(layer), single(g.port_index(layer, "mlp"), layer)))
+            hooks.append((H.head_result(layer), keep(layer, "a")))
+            hooks.append((H.mlp_in(layer), single(g.port_index(layer, "mlp"), layer)))
             hooks.append((H.mlp_out(layer), keep(layer, "m")))
         hooks.append((H.resid_post(L - 1), single(g.port_index(L, "logits"), L)))
         return hooks
@@ -398,7 +386,7 @@ def _exact_hooks(s: _Setup, rs, model, layer: int, rp: Tensor, ru: Tensor, rb: T
             x = x.clone()
             x[sel] -= s.delta[rb[sel], w0:w1, ru[sel]]
             return x
-        hooks.append((_mlp_in(layer), mlp))
+        hooks.append((H.mlp_in(layer), mlp))
     return hooks
 
 
@@ -438,7 +426,7 @@ def exact_reference(model, prompts: PromptSet, *, metric: MetricSpec = "logit_di
         if name == "logits":
             hooks.append((H.resid_post(g.n_layers - 1), lambda x, hook, d=d: x - d))
         elif name.startswith("m"):
-            hooks.append((_mlp_in(int(name[1:])), lambda x, hook, d=d: x - d))
+            hooks.append((H.mlp_in(int(name[1:])), lambda x, hook, d=d: x - d))
         else:
             layer, rest = name[1:].split(".h")
             layer, head, kind = int(layer), int(rest.split("<")[0]), rest[-2]
@@ -448,7 +436,7 @@ def exact_reference(model, prompts: PromptSet, *, metric: MetricSpec = "logit_di
                 x = x.clone()
                 x[:, :, slot] -= d
                 return x
-            hooks.append((_port_in(layer, kind), sub))
+            hooks.append((H.qkv_input(layer, kind), sub))
             if kind != "q" and info.is_gqa:
                 others = [h for h in range(info.n_heads) if h != head]
 

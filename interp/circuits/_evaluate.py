@@ -124,15 +124,15 @@ class FaithfulnessCurve(Result):
         """One row per size: percent, edges, f (signed ranking), f (|score| ranking)."""
         import pandas as pd
 
-        return pd.DataFrame({"percent": self.coords["size"], "edges": self.meta["n_edges"],
+        return pd.DataFrame({"percent": [float(s) for s in self.coords["size"]], "edges": self.meta["n_edges"],
                              "f_signed": self.values[0].tolist(),
                              "f_abs": self.values[1].tolist()})
 
-    def plot(self, *, title: str | None = None, **_kwargs):
+    def plot(self, *, title: str | None = None):
         import plotly.graph_objects as go
 
         fig = go.Figure()
-        x = self.coords["size"]
+        x = [float(s) for s in self.coords["size"]]
         fig.add_trace(go.Scatter(x=x, y=self.values[0].tolist(), mode="lines+markers",
                                  name=f"signed ranking (CPR {self.cpr:.3g})"))
         fig.add_trace(go.Scatter(x=x, y=self.values[1].tolist(), mode="lines+markers",

@@ -8,7 +8,7 @@ from helpers import assert_no_hooks, load_tiny
 from test_patching import _pairs, _tl_metric
 
 from interp import hooks as H
-from interp.attribution._edges import _mlp_in, _q_in, _result, _split_mode
+from interp.attribution._edges import _split_mode
 from interp.attribution import attribution_patching, edge_attribution
 from interp.models import describe
 from interp.patching import activation_patching
@@ -83,12 +83,12 @@ def test_eap_scores_are_directional_derivatives(tiny_dirs, family):
     with _split_mode(model):
         _, clean = model.run_with_cache(ps.clean_tokens)
         _, corr = model.run_with_cache(ps.corrupted_tokens)
-        delta_l0h1 = corr[_result(0)][:, :, 1] - clean[_result(0)][:, :, 1]
+        delta_l0h1 = corr[H.head_result(0)][:, :, 1] - clean[H.head_result(0)][:, :, 1]
         delta_mlp0 = corr[H.mlp_out(0)] - clean[H.mlp_out(0)]
         cases = [  # (sender, delta, receiver hook, head slice or None, dst, q/k/v index)
-            ("L0H1", delta_l0h1, _q_in(2, "q"), 3, "L2H3", 0),
-            ("L0H1", delta_l0h1, _q_in(1, "v"), info.kv_head(2), "L1H2", 2),
-            ("MLP0", delta_mlp0, _mlp_in(2), None, "MLP2", None),
+            ("L0H1", delta_l0h1, H.qkv_input(2, "q"), 3, "L2H3", 0),
+            ("L0H1", delta_l0h1, H.qkv_input(1, "v"), info.kv_head(2), "L1H2", 2),
+            ("MLP0", delta_mlp0, H.mlp_in(2), None, "MLP2", None),
             ("L0H1", delta_l0h1, H.resid_post(info.n_layers - 1), None, "logits", None),
         ]
         for s_name, delta, hook_name, head, d_name, kind in cases:

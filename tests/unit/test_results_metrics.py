@@ -83,7 +83,7 @@ def test_bootstrap_ci_contains_mean():
 def _every_result():
     from interp.ablation import AblationResult, HydraResult, PruningResult
     from interp.attribution import EdgeAttributionResult
-    from interp.circuits import Circuit, FaithfulnessResult
+    from interp.circuits import Circuit, FaithfulnessCurve, FaithfulnessResult
     from interp.heads import HeadScores
     from interp.lens import DLAResult, LogitLensResult
     from interp.patching import PatchingResult
@@ -152,6 +152,10 @@ def _every_result():
             values=torch.tensor([3.0, 2.4, 0.0]), dims=("run",), per_example=rnd(3, 4),
             coords={"run": ["model", "circuit", "corrupted"]}, heads=["L0H1"],
             meta={"n_heads_total": 12, "metric": "logit_diff"}),
+        "FaithfulnessCurve": FaithfulnessCurve(
+            values=rnd(2, 4), dims=("ranking", "size"),
+            coords={"ranking": ["signed", "abs"], "size": ["1", "10", "50", "100"]},
+            meta={"cpr": 0.8, "cmd": 0.2, "n_edges": [1, 5, 20, 40], "method": "eap"}),
     }
     return out
 

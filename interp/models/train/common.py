@@ -19,6 +19,43 @@ from interp.prompts import _language as L
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 
 
+def special_token_ids() -> dict[str, int]:
+    """The zoo tokenizer's vocabulary size and special ids (BOS = EOS = PAD = 0)."""
+    return dict(vocab_size=len(L.build_tokenizer()), bos_token_id=0, eos_token_id=0,
+                pad_token_id=0)
+
+
+def llama(**shape: Any):
+    """A fresh Llama-family model with the zoo's tokenizer and defaults (RoPE base 10000,
+    RMSNorm eps 1e-5, no dropout); ``shape`` sets the sizes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(rope_theta=10000.0, rms_norm_eps=1e-5, attention_dropout=0.0,
+                      **special_token_ids(), **shape)
+    return LlamaForCausalLM(cfg)
+
+
+def training_record(name: str, seed: int, out: Path, command: str | None, *, optimizer: str,
+                    loss: str, info: dict[str, Any], stopping: str | None = None
+                    ) -> dict[str, Any]:
+    """The ``training`` section of a zoo model's metrics and card."""
+    doc = {"seed": seed,
+           "command": command or f"python -m interp.models.train {name} --out {out}",
+           "optimizer": optimizer, "loss": loss}
+    if stopping is not None:
+        doc["stopping"] = stopping
+    return {**doc, **info}
+
+
+def record_metrics(out: Path, name: str, model, metrics: dict[str, Any],
+                   training: dict[str, Any], met: bool, **extra: Any) -> dict[str, Any]:
+    """Write and return a zoo model's ``metrics.json`` document."""
+    doc = {"model": name, "eval": metrics, **extra, "training": training,
+           "params": n_params(model), "targets_met": met}
+    write_metrics(out, doc)
+    return doc
+
+
 def setup(seed: int, threads: int | None = None) -> None:
     torch.set_num_threads(threads or int(os.environ.get("INTERP_TRAIN_THREADS", "2")))
     torch.manual_seed(seed)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,28 +35,13 @@ N_HEADS = int(os.environ.get("INTERP_INDUCTION_HEADS", "4"))
 
 
 def make_model(n_heads: int = N_HEADS):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=len(L.build_tokenizer()),
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=n_heads,
-        num_key_value_heads=n_heads,
-        max_position_embeddings=256,
-        rope_theta=10000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-        attention_dropout=0.0,
-    )
+    model = C.llama(hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                  num_attention_heads=n_heads, num_key_value_heads=n_heads,
+                  max_position_embeddings=256, tie_word_embeddings=False)
     # Rotary positions make "attend one token back" a function of the offset alone, so the
     # previous-token head forms early; with learned absolute positions (GPT-2) the model found
     # positional shortcuts instead and no clean induction head formed in 3000 steps.
-    return LlamaForCausalLM(cfg)
+    return model
 
 
 def repeated_batch(rng: random.Random, vocab: list[int], batch: int, length: int) -> torch.Tensor:
@@ -183,22 +167,19 @@ def train(out: Path, minutes: float = 20.0, max_steps: int = 3000, batch_size: i
 def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = None):
     metrics = evaluate(model)
     cfg = model.config
-    training = {
-        "seed": SEED,
-        "command": command or f"python -m interp.models.train induction --out {out}",
-        "optimizer": "AdamW(lr=2e-3, betas=(0.9, 0.98), wd=0.01), 50 warmup steps, cosine to "
-                     "10%, grad clip 1.0, batch 16 sequences",
-        "loss": "mean next-token loss on the predictable tokens (the repeated copies after their "
-                "first token); random tokens carry no signal",
-        "stopping": "max steps, time budget, or converged (eval every 100 steps: induction >= "
-                    "0.9, prev-token >= 0.6, loss ratio <= 0.05)",
-        **info,
-    }
+    training = C.training_record(
+        NAME, SEED, out, command,
+        optimizer="AdamW(lr=2e-3, betas=(0.9, 0.98), wd=0.01), 50 warmup steps, cosine to "
+                  "10%, grad clip 1.0, batch 16 sequences",
+        loss="mean next-token loss on the predictable tokens (the repeated copies after their "
+             "first token); random tokens carry no signal",
+        stopping="max steps, time budget, or converged (eval every 100 steps: induction >= "
+                 "0.9, prev-token >= 0.6, loss ratio <= 0.05)",
+        info=info,
+    )
     met = (metrics["induction_score_best"] >= 0.8 and metrics["prev_token_score_best"] >= 0.4
            and metrics["loss_ratio_second_over_first"] <= 0.1)
-    all_metrics = {"model": NAME, "eval": metrics, "training": training,
-                   "params": C.n_params(model), "targets_met": met}
-    C.write_metrics(out, all_metrics)
+    all_metrics = C.record_metrics(out, NAME, model, metrics, training, met)
     C.write_card(
         out,
         name=NAME,

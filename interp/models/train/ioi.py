@@ -28,7 +28,6 @@ def make_model():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
-        vocab_size=len(L.build_tokenizer()),
         n_positions=128,
         n_embd=128,
         n_layer=4,
@@ -37,9 +36,7 @@ def make_model():
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
+        **C.special_token_ids(),
     )
     return GPT2LMHeadModel(cfg)
 
@@ -159,25 +156,23 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
     metrics = evaluate(model, tok)
     metrics_train = evaluate(model, tok, n_per_template=5, split="train")
     cfg = model.config
-    training = {
-        "seed": SEED,
-        "command": command or f"python -m interp.models.train ioi --out {out}",
-        "optimizer": "AdamW(lr=1e-3, betas=(0.9, 0.98), wd=0.01), 100 warmup steps, cosine to "
-                     "10%, grad clip 1.0, batch 48 sequences",
-        "loss": "mean next-token loss on all tokens (a language model, not a classifier)",
-        "stopping": "max steps, time budget, or converged (every 250 steps, 150 held-out "
-                    "prompts: accuracy >= 0.995 and mean logit diff >= 5)",
-        **info,
-    }
+    training = C.training_record(
+        NAME, SEED, out, command,
+        optimizer="AdamW(lr=1e-3, betas=(0.9, 0.98), wd=0.01), 100 warmup steps, cosine to "
+                  "10%, grad clip 1.0, batch 48 sequences",
+        loss="mean next-token loss on all tokens (a language model, not a classifier)",
+        stopping="max steps, time budget, or converged (every 250 steps, 150 held-out "
+                 "prompts: accuracy >= 0.995 and mean logit diff >= 5)",
+        info=info,
+    )
     if answer_weight:
         training["answer_weight"] = (
             f"{answer_weight}: the answer-name token of each IOI sentence gets an extra loss "
             f"weight of {answer_weight} x (mean tokens per sequence), on top of the plain "
             "next-token loss on every token")
     met = metrics["io_over_s_accuracy"] >= 0.95 and metrics["mean_logit_diff"] >= 3
-    all_metrics = {"model": NAME, "eval": metrics, "eval_train_pairs": metrics_train,
-                   "training": training, "params": C.n_params(model), "targets_met": met}
-    C.write_metrics(out, all_metrics)
+    all_metrics = C.record_metrics(out, NAME, model, metrics, training, met,
+                                   eval_train_pairs=metrics_train)
     C.write_card(
         out,
         name=NAME,

@@ -30,25 +30,9 @@ EVAL_DEPTHS = list(range(0, 101, 10))  # percent
 
 
 def make_model():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=len(L.build_tokenizer()),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        rope_theta=10000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-        attention_dropout=0.0,
-    )
-    return LlamaForCausalLM(cfg)
+    return C.llama(hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                   num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024,
+                   tie_word_embeddings=True)
 
 
 def needle_example(
@@ -253,24 +237,21 @@ def train(out: Path, minutes: float = 45.0, max_steps: int = 6000,
 def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = None):
     metrics = evaluate(model, tok)
     cfg = model.config
-    training = {
-        "seed": SEED,
-        "command": command or f"python -m interp.models.train needle --out {out}",
-        "optimizer": "AdamW(lr=1e-3, betas=(0.9, 0.98), wd=0.01), 200 warmup steps, cosine to "
-                     "10%, grad clip 1.0, batch = 6144 tokens // length (8..64 sequences)",
-        "curriculum": "max haystack 8 tokens, x1.5 whenever running train exact-match > 90%, up "
-                      "to 420; then 70% of batches 256-420 tokens, 30% 8-256",
-        "loss": "mean next-token loss on the answer tokens + mean next-token loss on a random "
-                "5% of the other tokens (language-model term)",
-        "auxiliary data": "30% of steps during the curriculum (10% after) are BOS + r + r "
-                          "random-token batches (32 x r of 10-40 tokens, loss on the 2nd copy) "
-                          "to grow induction-style copying heads",
-        **{k: v for k, v in info.items()},
-    }
+    training = C.training_record(
+        NAME, SEED, out, command,
+        optimizer="AdamW(lr=1e-3, betas=(0.9, 0.98), wd=0.01), 200 warmup steps, cosine to "
+                  "10%, grad clip 1.0, batch = 6144 tokens // length (8..64 sequences)",
+        loss="mean next-token loss on the answer tokens + mean next-token loss on a random "
+             "5% of the other tokens (language-model term)",
+        info={"curriculum": "max haystack 8 tokens, x1.5 whenever running train exact-match > "
+                            "90%, up to 420; then 70% of batches 256-420 tokens, 30% 8-256",
+              "auxiliary data": "30% of steps during the curriculum (10% after) are BOS + r + r "
+                                "random-token batches (32 x r of 10-40 tokens, loss on the 2nd "
+                                "copy) to grow induction-style copying heads",
+              **info},
+    )
     met = metrics["exact_match_min"] >= 0.9
-    all_metrics = {"model": NAME, "eval": metrics, "training": training,
-                   "params": C.n_params(model), "targets_met": met}
-    C.write_metrics(out, all_metrics)
+    all_metrics = C.record_metrics(out, NAME, model, metrics, training, met)
     C.write_card(
         out,
         name=NAME,
