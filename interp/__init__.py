@@ -31,7 +31,7 @@ _EXPORTS = {
 }
 _SUBMODULES = {
     "components", "hooks", "models", "prompts", "metrics", "results", "viz", "patching", "attribution",
-    "ablation", "lens", "heads", "retrieval", "circuits", "report",
+    "ablation", "lens", "heads", "retrieval", "circuits", "report", "distributed",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

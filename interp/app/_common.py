@@ -78,7 +78,12 @@ def get_model(spec: str):
 def get_prompts(spec: str, key: PromptSpec):
     if not isinstance(key, PromptSpec):
         raise TypeError(f"the prompt key must be a PromptSpec, not {type(key).__name__}")
-    return key.build(get_model(spec))
+    import warnings
+
+    with warnings.catch_warnings():
+        # unknown words are recorded in meta["unknown_words"] and shown by the page instead
+        warnings.simplefilter("ignore", UserWarning)
+        return key.build(get_model(spec))
 
 
 def current() -> tuple[str, Any, PromptSpec, Any]:

@@ -36,14 +36,14 @@ def _split_mode(model):
         try:
             model.set_use_split_qkv_input(True)
             model.set_use_attn_result(True)
-            model.set_use_hookH.mlp_in(True)
+            model.set_use_hook_mlp_in(True)
         except NotImplementedError as e:
             raise NotImplementedError(_unsupported(model, str(e))) from None
         yield
     finally:
         model.set_use_split_qkv_input(old["use_split_qkv_input"])
         model.set_use_attn_result(old["use_attn_result"])
-        model.set_use_hookH.mlp_in(old["use_hook_mlp_in"])
+        model.set_use_hook_mlp_in(old["use_hook_mlp_in"])
         if old["use_attn_in"]:
             model.set_use_attn_in(True)
 
@@ -111,7 +111,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     info = describe(model)
     clean, corrupted = prepare_pairs(model, prompts, metric, "noising")
     L, n_h = info.n_layers, info.n_heads
-    senders = [H.resid_pre(0)] + [H.headH.head_result(layer) for layer in range(L)] + [
+    senders = [H.resid_pre(0)] + [H.head_result(layer) for layer in range(L)] + [
         H.mlp_out(layer) for layer in range(L)]
     recv_heads = [H.qkv_input(layer, kind) for layer in range(L) for kind in ("q", "k", "v")]
     receivers = recv_heads + [H.mlp_in(layer) for layer in range(L)] + [H.resid_post(L - 1)]
@@ -151,7 +151,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     grad = {n: (torch.zeros_like(acts[n]) if g is None else g) for n, g in zip(receivers, grads)}
     delta = {n: corr_cache[n] - acts[n].detach() for n in senders}
     for layer in range(L):  # per-head outputs must add up to the attention output
-        d_sum = delta[H.headH.head_result(layer)].sum(2)
+        d_sum = delta[H.head_result(layer)].sum(2)
         d_attn = corr_cache[H.attn_out(layer)] - acts[H.attn_out(layer)].detach()
         if not torch.allclose(d_sum, d_attn, atol=1e-4 * (1 + float(d_attn.abs().max()))):
             raise NotImplementedError(
@@ -162,7 +162,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     b = clean.shape[0]
     # senders: [b, pos, n_src, d]
     src_names = ["embed"] + C.head_labels(L, n_h) + C.mlp_labels(L)
-    src = torch.cat([delta[H.resid_pre(0)][:, :, None]] + [delta[H.headH.head_result(layer)]
+    src = torch.cat([delta[H.resid_pre(0)][:, :, None]] + [delta[H.head_result(layer)]
                     for layer in range(L)] + [delta[H.mlp_out(layer)][:, :, None]
                                               for layer in range(L)], dim=2)
     kinds = ("q", "k", "v")

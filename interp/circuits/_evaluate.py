@@ -113,6 +113,11 @@ class FaithfulnessCurve(Result):
     value_name = "faithfulness"
 
     @property
+    def sizes(self) -> list[float]:
+        """The circuit sizes, in percent of edges (the ``size`` axis labels as numbers)."""
+        return [float(x) for x in self.coords["size"]]
+
+    @property
     def cpr(self) -> float:
         return float(self.meta["cpr"])
 
@@ -124,7 +129,7 @@ class FaithfulnessCurve(Result):
         """One row per size: percent, edges, f (signed ranking), f (|score| ranking)."""
         import pandas as pd
 
-        return pd.DataFrame({"percent": [float(s) for s in self.coords["size"]], "edges": self.meta["n_edges"],
+        return pd.DataFrame({"percent": self.sizes, "edges": self.meta["n_edges"],
                              "f_signed": self.values[0].tolist(),
                              "f_abs": self.values[1].tolist()})
 
@@ -132,7 +137,7 @@ class FaithfulnessCurve(Result):
         import plotly.graph_objects as go
 
         fig = go.Figure()
-        x = [float(s) for s in self.coords["size"]]
+        x = self.sizes
         fig.add_trace(go.Scatter(x=x, y=self.values[0].tolist(), mode="lines+markers",
                                  name=f"signed ranking (CPR {self.cpr:.3g})"))
         fig.add_trace(go.Scatter(x=x, y=self.values[1].tolist(), mode="lines+markers",

@@ -194,7 +194,7 @@ def test_faithfulness_curve(tiny_dirs, family, tmp_path):
     curve = faithfulness_curve(model, ps, g)
     f_signed, f_abs = curve.values
     assert f_signed[-1] == pytest.approx(1.0, abs=1e-3) and f_abs[-1] == pytest.approx(1.0, abs=1e-3)
-    x = [s / 100 for s in curve.coords["size"]]
+    x = [s / 100 for s in curve.sizes]
     assert curve.cpr == pytest.approx(float(torch.trapezoid(f_signed, torch.tensor(x))), rel=1e-5)
     assert curve.cmd == pytest.approx(
         float(torch.trapezoid((1 - f_abs).abs(), torch.tensor(x))), rel=1e-5)
