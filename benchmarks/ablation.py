@@ -26,7 +26,7 @@ def build_model(root: Path, n_layers: int):
     import transformers as T
 
     import interp
-    from interp.models.train import languages
+    from interp.prompts import _language as languages
 
     tok = languages.save_tokenizer(root / "_tok")
     cfg = T.GPT2Config(n_layer=n_layers, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257,

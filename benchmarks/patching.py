@@ -42,7 +42,7 @@ def gpt2_small_shape(tmp: Path):
     import transformers as T
 
     import interp
-    from interp.models.train import languages
+    from interp.prompts import _language as languages
 
     tok = languages.save_tokenizer(tmp)
     cfg = T.GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257,

@@ -13,7 +13,7 @@ millisecond in a thread, in this process: memory the allocator kept from an earl
 reused without showing, so the multiples are lower bounds). Where transformer-lens has the same
 computation it runs on the same inputs and the ratio is printed (``vs_tl``: its time / ours).
 
-Run: ``python benchmarks/real.py [--shapes gpt2,qwen] [--tl-patching]``. The last line is
+Run: ``python benchmarks/real.py [--shapes gpt2,qwen] [--tl-patching] [--tl-edges]``. The last line is
 ``real: lens_fwd=<x> eap_fwd=<y> atp_fwd=<z> path_fwd_per_sender=<p> heads_ioi_vs_tl=<h>
 worst_mem_ratio=<m> max_abs_diff=<d>`` (the worst / largest over the shapes run;
 ``heads_ioi_vs_tl`` needs ``--tl-patching``, else ``nan``).
@@ -49,7 +49,7 @@ def model_dir(name: str) -> Path:
     """A random-init HF directory of the shape (made once, reused)."""
     import transformers as T
 
-    from interp.models.train.languages import save_tokenizer
+    from interp.prompts._language import save_tokenizer
 
     spec = SHAPES[name]
     out = _bench_dir() / name
@@ -124,7 +124,7 @@ def _tl_logit_diff(ps):
     return metric
 
 
-def run_shape(name: str, *, tl_patching: bool) -> tuple[list[dict], dict]:
+def run_shape(name: str, *, tl_patching: bool, tl_edges: bool) -> tuple[list[dict], dict]:
     import interp
     from interp import prompts as P
     from interp.ablation import knockout_sweep
@@ -161,7 +161,8 @@ def run_shape(name: str, *, tl_patching: bool) -> tuple[list[dict], dict]:
     add("logit_lens", lambda: logit_lens(model, ps), tl=lambda: _tl_lens(model, ps))
     add("direct_logit_attribution", lambda: direct_logit_attribution(model, ps))
     add("attribution_patching(z)", lambda: attribution_patching(model, ps, target="z"))
-    add("edge_attribution", lambda: edge_attribution(model, ps), tl=lambda: _tl_edges(model, ps))
+    add("edge_attribution", lambda: edge_attribution(model, ps),
+        tl=(lambda: _tl_edges(model, ps)) if tl_edges else None)
     n_send = model.cfg.n_layers * model.cfg.n_heads
     res = add("path_patching(logits)", lambda: path_patching(model, ps, receivers="logits"))
     rows[-1]["fwd_per_sender"] = round(rows[-1]["fwd"] / n_send, 3)
@@ -218,13 +219,15 @@ def _tl_heads(model, ps):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="gpt2,qwen")
+    ap.add_argument("--tl-edges", action="store_true",
+                    help="also time transformer-lens's edge-level attribution_patch (per example)")
     ap.add_argument("--tl-patching", action="store_true",
                     help="also time transformer-lens's head sweep (n_layers x n_heads forwards)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows, sums = [], []
     for name in args.shapes.split(","):
-        r, s = run_shape(name.strip(), tl_patching=args.tl_patching)
+        r, s = run_shape(name.strip(), tl_patching=args.tl_patching, tl_edges=args.tl_edges)
         rows += r
         sums.append(s)
     print(pd.DataFrame(rows).to_string(index=False))

@@ -27,8 +27,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import interp
-    from interp.retrieval._trials import default_needles
     from interp.retrieval import retrieval_scores
+    from interp.retrieval._trials import default_needles
 
     model = interp.load_model(args.model)
     kw = {"needles": default_needles(args.needles),

@@ -16,15 +16,15 @@ difference before any softcap (tested to 1e-3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp import components as C
 from interp import _unembed as U
+from interp import components as C
 from interp import hooks as H
 from interp.models import as_model, describe
 from interp.prompts import PromptSet

@@ -16,7 +16,7 @@ EXTRA_FAMILIES = ["gptj", "opt", "bert", "gpt1"]
 
 def build_test_tokenizer(save_dir: Path):
     """The zoo's shared word-level tokenizer (GPT-2 style: ' Mary' is one token)."""
-    from interp.models.train import languages
+    from interp.prompts import _language as languages
 
     return languages.save_tokenizer(save_dir)
 

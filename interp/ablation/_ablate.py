@@ -12,6 +12,8 @@ from torch import Tensor
 
 from interp import components as C
 from interp import hooks as H
+from interp._engine.restart import Restarter, default_budget
+from interp._engine.schedule import sweep
 from interp.ablation._components import (
     Component,
     Method,
@@ -22,14 +24,11 @@ from interp.ablation._components import (
     sources,
     sweep_layer_hooks,
 )
-from interp._engine.restart import Restarter, default_budget
-from interp._engine.schedule import sweep
 from interp.distributed import dispatch
 from interp.metrics import MetricSpec, bootstrap_ci, logits_at, resolve_metric
 from interp.models import as_model, describe
 from interp.prompts import PromptSet
 from interp.results import Result
-
 
 
 @dataclass(kw_only=True)

@@ -26,8 +26,8 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
-from interp import components as C
 from interp import _unembed as U
+from interp import components as C
 from interp import hooks as H
 from interp.ablation._components import (
     Component,

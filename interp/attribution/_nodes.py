@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp import components as C
 from interp import _bridge as B
+from interp import components as C
 from interp import hooks as H
+from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import as_model, describe
-from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name
 from interp.patching._activation import Target
 from interp.patching._result import PatchingResult, finish, pos_labels, prepare_pairs
 

@@ -180,7 +180,8 @@ def _metric(model, prompts: PromptSet, metric: MetricSpec, clean_logits: Tensor 
 def _rows(prompts: PromptSet, idx: Tensor) -> PromptSet:
     """The prompts of examples ``idx`` (repeats allowed), tensors only."""
     idx = idx.cpu()
-    pick = lambda t: None if t is None else t[idx]
+    def pick(t):
+        return None if t is None else t[idx]
     return PromptSet(clean_tokens=prompts.clean_tokens[idx], answer_ids=prompts.answer_ids[idx],
                      answer_pos=prompts.answer_pos[idx],
                      corrupted_tokens=pick(prompts.corrupted_tokens),

@@ -342,10 +342,9 @@ def run_app(
 
     Example: `interp app --model induction --port 8502`.
     """
+    import importlib.util
     import os
     import subprocess
-
-    import importlib.util
 
     if importlib.util.find_spec("streamlit") is None:
         _fail("the explorer needs Streamlit: pip install 'interp[app]'")

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from interp import components as C
 from interp import _bridge as B
+from interp import components as C
 from interp import hooks as H
 
 

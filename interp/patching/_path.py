@@ -22,8 +22,8 @@ from typing import Literal
 
 import torch
 
-from interp import components as C
 from interp import _bridge as B
+from interp import components as C
 from interp import hooks as H
 from interp._engine.restart import Restarter, chunk_size
 from interp._engine.schedule import answer_columns, first_change, metric_values

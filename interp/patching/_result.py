@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from interp import components as C
 from interp.metrics import MetricSpec, bootstrap_ci, normalise_paired, warn_identical_pairs
 from interp.prompts import PromptSet
 from interp.results import Result

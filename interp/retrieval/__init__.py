@@ -44,4 +44,5 @@ __all__ = [
     "masking_experiment",
     "retrieval_scores",
     "rouge1_recall",
+    "trial_scores",
 ]

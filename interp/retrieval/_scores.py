@@ -15,13 +15,19 @@ from torch import Tensor
 from interp import components as C
 from interp import hooks as H
 from interp.distributed import dispatch
-from interp.retrieval._decode import MaskMode, greedy_decode, kv_cache, mask_hooks, new_cache, stop_ids
-from interp.retrieval._trials import DEFAULT_DEPTHS, Needle, Trial, needle_trials  # noqa: F401
-from interp.retrieval._rouge import rouge1_recall
 from interp.heads import HeadScores
 from interp.models import as_model, describe
 from interp.results import Result
-
+from interp.retrieval._decode import (
+    MaskMode,
+    greedy_decode,
+    kv_cache,
+    mask_hooks,
+    new_cache,
+    stop_ids,
+)
+from interp.retrieval._rouge import rouge1_recall
+from interp.retrieval._trials import DEFAULT_DEPTHS, Needle, Trial, needle_trials  # noqa: F401
 
 RETRIEVAL_THRESHOLD = 0.1
 
@@ -296,14 +302,16 @@ def masking_experiment(
         raise ValueError(f"only {len(pool)} heads lie outside the top heads; lower k or exclude_top")
     trials = _trials(model, needles, haystack, lengths, depths, max_new_tokens, seed)
     is_stop = stop_ids(model, stop)
-    run = lambda hs: _accuracy(model, trials, hs, mode, max_new_tokens, is_stop, batch_size)
+    def run(hs):
+        return _accuracy(model, trials, hs, mode, max_new_tokens, is_stop, batch_size)
     base, base_em = run([])
     top_acc, top_em = run(top)
     rng = random.Random(seed)
     draws = [sorted(rng.sample(pool, k)) for _ in range(n_random)]
     rand = [run(d) for d in draws]
     rand_acc = sum(a for a, _ in rand) / len(rand)
-    label = lambda hs: [C.label(C.Head(a, b)) for a, b in hs]
+    def label(hs):
+        return [C.label(C.Head(a, b)) for a, b in hs]
     return MaskingResult(
         values=torch.tensor([base, top_acc, rand_acc]), dims=("condition",),
         coords={"condition": ["baseline", "top_k", "random_k"]},

@@ -278,7 +278,8 @@ def test_retrieval_scores_threshold_and_masking():
     m = metrics(at)
     assert "trials counted (recall > 50%)" in m and "best head (score)" in m
     assert charts(at)[0]["data"][0]["type"] == "heatmap"
-    md = lambda: [x.value for x in at.markdown if "above" in x.value][0]
+    def md():
+        return [x.value for x in at.markdown if "above" in x.value][0]
     at.slider(key="rt_thr").set_value(0.0).run()
     n_low = int(md().strip("*").split()[0])
     at.slider(key="rt_thr").set_value(1.0).run()

@@ -8,8 +8,8 @@ from helpers import assert_no_hooks, load_tiny
 from test_patching import _pairs, _tl_metric
 
 from interp import hooks as H
-from interp.attribution._edges import _split_mode
 from interp.attribution import attribution_patching, edge_attribution
+from interp.attribution._edges import _split_mode
 from interp.models import describe
 from interp.patching import activation_patching
 

@@ -26,8 +26,8 @@ METHODS = ("eap", "eap-ig-inputs", "exact")
 
 
 def _formula(L: int, H: int) -> int:
-    return (3 * H * sum(1 + l * (H + 1) for l in range(L)) + sum(1 + H + l * (H + 1)
-            for l in range(L)) + 1 + L * (H + 1))
+    return (3 * H * sum(1 + i * (H + 1) for i in range(L)) + sum(1 + H + i * (H + 1)
+            for i in range(L)) + 1 + L * (H + 1))
 
 
 def _edge_set(g: Graph) -> set[tuple[str, str]]:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_no_hooks, load_tiny
 
 from interp import hooks as H
-from interp import prompts
-from interp import results
+from interp import prompts, results
 from interp.circuits import Circuit, FaithfulnessResult, faithfulness
 from interp.components import Head
 from interp.metrics import LOGIT_DIFF
-
-from helpers import assert_no_hooks, load_tiny
 
 
 def test_circuit_from_edges_and_exports(tmp_path):

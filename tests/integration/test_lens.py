@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import assert_no_hooks
 
 from interp import hooks as H
 from interp import prompts
 from interp.lens import direct_logit_attribution, logit_lens
-
-from helpers import assert_no_hooks
 
 
 def test_last_row_equals_model_logits(tiny_model):

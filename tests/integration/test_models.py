@@ -6,12 +6,11 @@ import time
 
 import pytest
 import torch
+from helpers import FAMILIES, load_tiny, make_hf_model
 
 import interp
 from interp import hooks as H
 from interp.models import ModelLoadError, describe
-
-from helpers import FAMILIES, load_tiny, make_hf_model
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import load_tiny
 
 from interp import prompts
 from interp.prompts import PromptError, PromptSet
-
-from helpers import load_tiny
 
 
 @pytest.fixture

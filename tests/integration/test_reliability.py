@@ -7,8 +7,6 @@ BERT (bidirectional attention), GPT-1 (no final norm).
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from helpers import assert_no_hooks, load_tiny

@@ -9,8 +9,8 @@ from helpers import assert_no_hooks
 from interp.models import describe
 from interp.retrieval import _scores as R
 from interp.retrieval._decode import greedy_decode, mask_hooks, stop_ids
-from interp.retrieval._trials import build_trials, default_haystack, default_needles, find_span
 from interp.retrieval._rouge import rouge1_recall, rouge_tokens
+from interp.retrieval._trials import build_trials, default_haystack, default_needles, find_span
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -173,7 +173,8 @@ def test_scores_mean_over_accepted_only(tiny_gpt2):
 
 def test_cached_decode_matches_uncached_and_transformer_lens(tiny_model):
     ids = torch.randint(2, 1000, (3, 12), generator=torch.Generator().manual_seed(0)).tolist()
-    never = lambda t: False
+    def never(t):
+        return False
     cached = greedy_decode(tiny_model, ids, max_new_tokens=6, is_stop=never)
     plain = greedy_decode(tiny_model, ids, max_new_tokens=6, is_stop=never, use_cache=False)
     assert cached == plain

@@ -7,7 +7,6 @@ from helpers import assert_no_hooks
 from induction_check import induction_ablation_check
 
 
-
 @pytest.fixture(scope="module")
 def induction_check():
     import interp

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp.models.train import languages as L
+from interp.prompts import _language as L
 
 ZOO = Path(__file__).resolve().parents[2] / "interp" / "models" / "zoo"
 NAMES = ["induction", "ioi", "needle"]
@@ -102,7 +102,9 @@ def test_tokenizer_language():
         s = L.filler_sentence(rng)
         ids = tk.encode(s, add_special_tokens=False)
         assert tk.unk_token_id not in ids and tk.decode(ids) == s
-    ex = L.needle_example(rng, 100, 50, tk)
+    from interp.models.train.needle import needle_example
+
+    ex = needle_example(rng, 100, 50, tk)
     assert ex["needle"] in ex["prompt"] and len(tk.encode(ex["answer"])) >= 3
     train, held = L.split_name_pairs()
     assert not set(train) & set(held)

@@ -270,7 +270,7 @@ def finish(out: Path, model, tok, info: dict[str, Any], command: str | None = No
             "positions": f"RoPE (theta {cfg.rope_theta if hasattr(cfg, 'rope_theta') else 1e4}),"
                          f" max_position_embeddings {cfg.max_position_embeddings}",
             "vocab": f"{cfg.vocab_size} (shared word-level tokenizer, "
-                     "interp.models.train.languages.build_tokenizer)",
+                     "interp.prompts._language.build_tokenizer)",
             "parameters": C.n_params(model),
         },
         data="`needle_example`: BOS + filler sentences from the filler grammar with "
