@@ -73,10 +73,15 @@ def make_hf_model(family: str, vocab_size: int, *, seed: int = 0):
         cls = T.BertForMaskedLM
     else:
         raise ValueError(family)
+    return build_model(cls, cfg, seed)
+
+
+def build_model(cls, cfg, seed: int):
+    """``cls(cfg)`` with eager attention and a fixed seed; random init is tiny, so the matrices
+    (not the embeddings) are scaled up a little so that attention patterns are not uniform."""
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = cls(cfg).eval()
-    # random init is tiny; scale weights up a little so attention patterns are not uniform
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 2 and "embed" not in name and "wte" not in name and "wpe" not in name:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import build_model
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -48,14 +49,7 @@ def _hf_model(family: str, n_layers: int, n_heads: int, d_head: int, seed: int):
     else:
         cfg = T.BloomConfig(n_layer=n_layers, n_head=n_heads, hidden_size=d, **common)
         cls = T.BloomForCausalLM
-    cfg._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    model = cls(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 2 and "embed" not in name and "wte" not in name and "wpe" not in name:
-                p.mul_(3.0)
-    return model
+    return build_model(cls, cfg, seed)
 
 
 def _zero_head_output(model, family: str, layer: int, head: int, d_head: int) -> None:
