@@ -65,12 +65,15 @@ class HeadScores(Result):
         return (layer, head), float(self.values[layer, head])
 
     def plot(self, *, title: str | None = None):
-        """A [layer, head] heatmap of the scores."""
+        """A [layer, head] heatmap of the scores on a fixed scale from 0 to 1 (or to the largest
+        score when one exceeds 1, as retrieval scores can), so a noise-level head never glows
+        like a strong one."""
         from interp.viz import heatmap
 
+        top = max(1.0, float(self.values.max())) if self.values.numel() else 1.0
         return heatmap(self.values, x=self.labels("head"), y=self.labels("layer"),
                        title=title or self.meta.get("title", "Head scores"), colorscale="Viridis",
-                       zmid=None, xlabel="head", ylabel="layer")
+                       zmid=None, xlabel="head", ylabel="layer", zrange=(0.0, top))
 
 
 def patterns(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer batch head q k"]:

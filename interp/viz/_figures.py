@@ -28,12 +28,15 @@ def heatmap(
     hover: str = "%{y} %{x}: %{z:.3f}",
     xlabel: str = "",
     ylabel: str = "",
+    zrange: tuple[float, float] | None = None,
 ) -> go.Figure:
+    """A labelled heatmap; ``zrange`` fixes the colour scale (else plotly auto-ranges it)."""
     zz = z.float().tolist() if isinstance(z, Tensor) else z
+    lo, hi = zrange if zrange is not None else (None, None)
     fig = go.Figure(
         go.Heatmap(
             z=zz, x=list(x) if x is not None else None, y=list(y) if y is not None else None,
-            colorscale=colorscale, zmid=zmid, text=text,
+            colorscale=colorscale, zmid=zmid, zmin=lo, zmax=hi, text=text,
             texttemplate="%{text}" if text is not None else None,
             hovertemplate=hover + "<extra></extra>",
         )

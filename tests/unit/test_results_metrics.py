@@ -283,3 +283,16 @@ def test_faithfulness_result_numbers():
     same = type(f)(values=torch.tensor([1.0, 0.5, 1.0]), dims=("run",),
                    coords={"run": ["model", "circuit", "corrupted"]}, meta={"n_heads_total": 4})
     assert math.isnan(same.faithfulness)
+
+
+def test_head_score_maps_use_a_fixed_scale():
+    """Noise-level scores are drawn on the 0-1 scale, not stretched to fill the colour range;
+    scores above 1 (retrieval copy events) widen it to their maximum."""
+    from interp.heads import HeadScores
+
+    low = HeadScores(values=torch.full((2, 3), 0.02) + torch.arange(6.0).view(2, 3) * 1e-3,
+                     dims=("layer", "head"))
+    trace = low.plot().data[0]
+    assert (trace.zmin, trace.zmax) == (0.0, 1.0)
+    high = HeadScores(values=torch.tensor([[0.5, 1.7]]), dims=("layer", "head"))
+    assert high.plot().data[0].zmax == pytest.approx(1.7)

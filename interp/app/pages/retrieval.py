@@ -48,7 +48,9 @@ c1, c2, c3 = st.columns(3)
 c1.metric("trials counted (recall > 50%)", f"{m['n_accepted']} / {m['n_trials']}")
 best, val = scores.best()
 c2.metric("best head (score)", f"{C_.label(C_.Head(*best))} ({val:.2f})")
-thr = c3.slider("threshold", 0.0, 1.0, float(m.get("threshold", 0.1)), 0.01, key="rt_thr")
+# scores are copy events per needle token: they can exceed 1 when a head copies a token twice
+thr_max = max(1.0, round(float(scores.values.max()) + 0.01, 2))
+thr = c3.slider("threshold", 0.0, thr_max, float(m.get("threshold", 0.1)), 0.01, key="rt_thr")
 above = scores.above(thr)
 remember("retrieval", {"lengths": list(grid[0]), "depths": list(grid[1]), "max_new_tokens": grid[2],
                        "threshold": thr})
