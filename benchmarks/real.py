@@ -13,7 +13,8 @@ millisecond in a thread, in this process: memory the allocator kept from an earl
 reused without showing, so the multiples are lower bounds). Where transformer-lens has the same
 computation it runs on the same inputs and the ratio is printed (``vs_tl``: its time / ours).
 
-Run: ``python benchmarks/real.py [--shapes gpt2,qwen] [--tl-patching] [--tl-edges]``. The last line is
+Run: ``python benchmarks/real.py [--shapes gpt2,qwen] [--tl-patching] [--tl-edges]
+[--device cuda] [--dtype bfloat16] [--long 4096 | --long-only] [--basic]``. The last line is
 ``real: lens_fwd=<x> eap_fwd=<y> atp_fwd=<z> path_fwd_per_sender=<p> heads_ioi_vs_tl=<h>
 worst_mem_ratio=<m> max_abs_diff=<d>`` (the worst / largest over the shapes run;
 ``heads_ioi_vs_tl`` needs ``--tl-patching``, else ``nan``).
@@ -102,13 +103,33 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss - self._base)
 
 
+class PeakCUDA:
+    """Peak CUDA memory allocated above the value at entry (the GPU counterpart of PeakRSS)."""
+
+    def __enter__(self):
+        torch.cuda.synchronize()
+        self._base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.synchronize()
+        self.peak = torch.cuda.max_memory_allocated() - self._base
+
+
+DEVICE = "cpu"
+
+
 def measure(fn, repeat: int = 1):
-    """(result, seconds (best of ``repeat``), peak bytes above the start)."""
+    """(result, seconds (best of ``repeat``), peak bytes above the start). On CUDA the time
+    includes a synchronisation and the memory is the allocator's peak."""
     best, out, peak = math.inf, None, 0
     for _ in range(repeat):
-        with PeakRSS() as m:
+        with (PeakCUDA() if DEVICE.startswith("cuda") else PeakRSS()) as m:
             t = time.perf_counter()
             out = fn()
+            if DEVICE.startswith("cuda"):
+                torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t)
         peak = max(peak, m.peak)
     return out, best, peak
@@ -124,16 +145,19 @@ def _tl_logit_diff(ps):
     return metric
 
 
-def run_shape(name: str, *, tl_patching: bool, tl_edges: bool) -> tuple[list[dict], dict]:
+def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "float32",
+              extra: bool = True) -> tuple[list[dict], dict]:
     import interp
     from interp import prompts as P
-    from interp.ablation import knockout_sweep
+    from interp.ablation import direct_vs_total, head_importance, knockout_sweep, prune_heads
     from interp.attribution import attribution_patching, edge_attribution
-    from interp.heads import induction_scores
+    from interp.circuits import discover
+    from interp.heads import detect_heads, induction_scores
     from interp.lens import direct_logit_attribution, logit_lens
     from interp.patching import activation_patching, path_patching
+    from interp.retrieval import retrieval_scores
 
-    model = interp.load_model(model_dir(name))
+    model = interp.load_model(model_dir(name), device=DEVICE, dtype=dtype)
     ps = P.ioi(model, 16, seed=0)
     tokens = ps.clean_tokens
     with torch.no_grad():
@@ -175,6 +199,21 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool) -> tuple[list[dic
     add("activation_patching(resid_pre)", lambda: activation_patching(model, ps))
     add("knockout_sweep(mean)", lambda: knockout_sweep(model, ps, method="mean"))
     add("induction_scores", lambda: induction_scores(model, seq_len=20, batch=16))
+    if extra:
+        add("detect_heads(previous_token)",
+            lambda: detect_heads(model, ps.clean_tokens, "previous_token"))
+        add("head_importance", lambda: head_importance(model, ps))
+        # one pruning step: importance under the mask, then the masked score (stop_at=1 stops
+        # after the first step on a random model)
+        add("prune_heads(1 step)", lambda: prune_heads(model, ps, stop_at=1.0, metric="prob"))
+        add("direct_vs_total", lambda: direct_vs_total(model, ps))
+        add("discover(eap)", lambda: discover(model, ps, method="eap"))
+        add("discover(eap-ig-inputs, m=5)", lambda: discover(model, ps, method="eap-ig-inputs"))
+        # retrieval on a 512-token needle grid (3 depths); a random model never stops, so every
+        # trial decodes the full 20 steps
+        add("retrieval_scores(512 tok x 3)",
+            lambda: retrieval_scores(model, lengths=[512], depths=[0, 50, 100],
+                                     max_new_tokens=20))
     for r in rows:
         r["cache_mb"] = round(cache_mem / 2**20)
     by = {r["method"]: r for r in rows}
@@ -183,6 +222,42 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool) -> tuple[list[dic
                    heads_ioi_vs_tl=by["activation_patching(z, all pos)"].get("vs_tl", math.nan),
                    worst_mem_ratio=max(r["mem"] for r in rows), forward_s=f_time)
     return rows, summary
+
+
+def run_long(name: str, *, n_tokens: int = 4096, dtype: str = "float32") -> list[dict]:
+    """Long context: retrieval scoring on one ``n_tokens`` needle trial and head patching of the
+    last layer on a ``n_tokens`` prompt pair (one token differs near the start, so every later
+    position changes), with the peak memory against one cached forward of the same input."""
+    import interp
+    from interp.patching import activation_patching
+    from interp.prompts import PromptSet
+    from interp.retrieval import retrieval_scores
+
+    model = interp.load_model(model_dir(name), device=DEVICE, dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(10, 400, (1, n_tokens), generator=g)
+    corrupted = clean.clone()
+    corrupted[0, 5] = 3 if int(clean[0, 5]) != 3 else 4
+    ps = PromptSet.from_token_lists(clean.tolist(), [11], corrupted=corrupted.tolist(), wrong=[12])
+    with torch.no_grad():
+        _, f_time, f_mem = measure(lambda: model(clean))
+        _, _, cache_mem = measure(lambda: model.run_with_cache(clean))
+    rows = []
+    for method, fn in [
+        ("retrieval_scores(1 trial, 8 steps)",
+         lambda: retrieval_scores(model, lengths=[n_tokens], depths=[50], max_new_tokens=8)),
+        ("activation_patching(z, last layer)",
+         lambda: activation_patching(model, ps, target="z", per_position=False,
+                                     layers=[model.cfg.n_layers - 1])),
+    ]:
+        _, t, mem = measure(fn)
+        row = {"shape": f"{name} {n_tokens} tok", "method": method, "seconds": round(t, 1),
+               "fwd": round(t / f_time, 2), "mem": round(mem / max(cache_mem, 1), 2),
+               "peak_mb": round(mem / 2**20), "cache_mb": round(cache_mem / 2**20),
+               "forward_mb": round(f_mem / 2**20)}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 def _tl_lens(model, ps):
@@ -223,11 +298,31 @@ def main() -> None:
                     help="also time transformer-lens's edge-level attribution_patch (per example)")
     ap.add_argument("--tl-patching", action="store_true",
                     help="also time transformer-lens's head sweep (n_layers x n_heads forwards)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    ap.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    ap.add_argument("--basic", action="store_true",
+                    help="only the original methods (skip importance, pruning, direct-vs-total, "
+                         "circuit discovery, retrieval)")
+    ap.add_argument("--long", type=int, default=0, metavar="TOKENS",
+                    help="also run retrieval and patching on one prompt of TOKENS tokens")
+    ap.add_argument("--long-only", action="store_true", help="only the long-context rows "
+                    "(4096 tokens unless --long says otherwise)")
     args = ap.parse_args()
+    global DEVICE
+    from interp.models import resolve_device
+
+    DEVICE = resolve_device(args.device)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows, sums = [], []
+    if args.long or args.long_only:
+        for name in args.shapes.split(","):
+            rows += run_long(name.strip(), n_tokens=args.long or 4096, dtype=args.dtype)
+    if args.long_only:
+        print(pd.DataFrame(rows).to_string(index=False))
+        return
     for name in args.shapes.split(","):
-        r, s = run_shape(name.strip(), tl_patching=args.tl_patching, tl_edges=args.tl_edges)
+        r, s = run_shape(name.strip(), tl_patching=args.tl_patching, tl_edges=args.tl_edges,
+                         dtype=args.dtype, extra=not args.basic)
         rows += r
         sums.append(s)
     print(pd.DataFrame(rows).to_string(index=False))

@@ -231,7 +231,7 @@ def _probe(model, kind: str) -> bool:
             out[..., 0] = 1.0
             return out
         g = torch.Generator().manual_seed(0)
-        noise = torch.randn(act.shape, generator=g).to(act)
+        noise = torch.randn(act.shape, generator=g, device="cpu").to(act)
         return act + noise * (act.abs().mean() + 1.0)
 
     with torch.no_grad():
@@ -262,3 +262,28 @@ def require_hooks_effect(model, kinds, *, method: str) -> None:
     """:func:`require_hook_effect` for each of ``kinds``."""
     for kind in kinds:
         require_hook_effect(model, kind, method=method)
+
+
+# --------------------------------------------------------------------------------------------
+# precision
+# --------------------------------------------------------------------------------------------
+
+# Relative tolerances of the structural checks ("does this identity hold on this model?") at the
+# model's precision: half-precision arithmetic keeps 8 (bfloat16) or 11 (float16) significant
+# bits, so identities that hold to 1e-6 in float32 hold only to ~1e-2 there, while a structural
+# mismatch (a post-norm block, a norm after attention) is of order 1.
+_HALF_TOL = {torch.bfloat16: 3e-2, torch.float16: 4e-3}
+
+
+def model_dtype(model) -> torch.dtype:
+    """The dtype of the model's floating-point weights."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def tolerance(model, fp32: float) -> float:
+    """``fp32``, the relative tolerance of a structural check in float32, widened to what the
+    model's dtype can resolve."""
+    return max(fp32, _HALF_TOL.get(model_dtype(model), 0.0))

@@ -70,7 +70,8 @@ def check_head(model) -> None:
         with torch.no_grad():
             logits, cache = model.run_with_cache(toks, names_filter=lambda n: n == name)
             got = decode(model, cache[name])
-        memo["ok"] = bool((got - logits).abs().max() <= 1e-4 * (1 + float(logits.abs().max())))
+        tol = B.tolerance(model, 1e-4)
+        memo["ok"] = bool((got - logits).abs().max() <= tol * (1 + float(logits.abs().max())))
     if not memo["ok"]:
         family = str(getattr(model.cfg, "architecture", None) or type(model).__name__)
         raise NotImplementedError(

@@ -89,7 +89,7 @@ def detection_pattern(tokens: Int[Tensor, "pos"], kind: PatternName) -> Float[Te
     """The transformer-lens detection patterns (lower-triangular 0/1 matrices)."""
     n = tokens.shape[-1]
     if kind == "previous_token":
-        return torch.diag(torch.ones(n - 1), -1)
+        return torch.diag(torch.ones(n - 1, device=tokens.device), -1)
     dup = (tokens[:, None] == tokens[None, :]).float()
     dup.fill_diagonal_(0)
     dup = torch.tril(dup)
@@ -135,21 +135,21 @@ def detect_heads(
             raise ValueError(f"prompts must have 2..{info.n_ctx - 1} tokens, got {batch.shape[1]}")
         pats = patterns(model, batch)  # [L, b, H, q, k]
         for i in range(batch.shape[0]):
-            det = detection_pattern(batch[i].cpu(), pattern)
+            det = detection_pattern(batch[i], pattern).to(pats)
             a = pats[:, i].clone()  # [L, H, q, k]
             n = a.shape[-1]
             if method == "mul":
                 if exclude_bos:
                     a[..., 0] = 0
                 if exclude_current_token:
-                    a = a * (1 - torch.eye(n))
+                    a = a * (1 - torch.eye(n, device=a.device))
                 score = (a * det).sum((-1, -2)) / a.sum((-1, -2))
             else:
                 diff = (a - det).abs()
                 if exclude_bos:
                     diff[..., 0] = 0
                 if exclude_current_token:
-                    diff = diff * (1 - torch.eye(n))
+                    diff = diff * (1 - torch.eye(n, device=a.device))
                 score = 1 - torch.round(diff.sum((-1, -2)) / n, decimals=3)
             per_prompt.append(score)
     scores = torch.stack(per_prompt).mean(0)

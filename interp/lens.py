@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp import _bridge as B
 from interp import _unembed as U
 from interp import components as C
 from interp import hooks as H
@@ -132,10 +133,10 @@ def logit_lens(
         prompts.check(model)
         tokens, answer_pos = prompts.clean_tokens, prompts.answer_pos
     else:
-        tokens = torch.as_tensor(prompts)
+        tokens = prompts if isinstance(prompts, torch.Tensor) else torch.as_tensor(prompts, device="cpu")
         if tokens.ndim == 1:
             tokens = tokens[None]
-        answer_pos = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
+        answer_pos = torch.full((tokens.shape[0],), tokens.shape[1] - 1, device="cpu")
     b, p = tokens.shape
     names = [H.resid_pre(layer) for layer in range(info.n_layers)] + [U.final_resid_hook(model)]
     tokens = tokens.to(model.cfg.device)
@@ -251,7 +252,7 @@ def _check_additive(model, cache, final: Tensor, bi: Tensor, ap: Tensor) -> None
     L = describe(model).n_layers
     total = cache[H.resid_pre(0)][bi, ap] + sum(
         cache[H.attn_out(layer)][bi, ap] + cache[H.mlp_out(layer)][bi, ap] for layer in range(L))
-    if float((total - final).abs().max()) > 1e-3 * (1.0 + float(final.abs().max())):
+    if float((total - final).abs().max()) > B.tolerance(model, 1e-3) * (1.0 + float(final.abs().max())):
         family = describe(model).architecture
         raise ValueError(
             f"direct logit attribution needs the final residual stream to be the sum of the "

@@ -53,7 +53,7 @@ class Metric:
         """``values`` as a ``[n]`` tensor: a clear error for any other shape, a warning naming
         the examples where it is NaN (``batch``: rows are stacked copies of a batch of that
         size, so row ``r`` is example ``r % batch``)."""
-        out = torch.as_tensor(values)
+        out = values if isinstance(values, Tensor) else torch.as_tensor(values)
         if out.ndim == 0 and n == 1:
             out = out.reshape(1)
         if tuple(out.shape) != (n,):
@@ -218,7 +218,7 @@ def bootstrap_ci(
     x = per_example.detach().float().cpu()
     b = x.shape[-1]
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(b, (n_boot, b), generator=g)
+    idx = torch.randint(b, (n_boot, b), generator=g, device="cpu")
     samples = x[..., idx]  # [..., n_boot, b]
     stats = samples.mean(-1) if stat is None else stat(samples)
     alpha = (1 - level) / 2

@@ -44,6 +44,11 @@ _CORE = ("values", "dims", "coords", "meta", "per_example", "ci")
 _REGISTRY: dict[str, type] = {}
 
 
+def _cpu(x: Any) -> Tensor:
+    """``x`` as a detached CPU tensor: results live on the CPU whatever device computed them."""
+    return x.detach().cpu() if isinstance(x, Tensor) else torch.as_tensor(x, device="cpu")
+
+
 def default_label(dim: str, i: int) -> str:
     """The label of index ``i`` on an axis named ``dim`` when none is given."""
     if dim == "layer":
@@ -108,7 +113,7 @@ class Result:
         _REGISTRY[cls.__name__] = cls
 
     def __post_init__(self) -> None:
-        self.values = torch.as_tensor(self.values).detach().cpu()
+        self.values = _cpu(self.values)
         self.dims = tuple(self.dims)
         if self.values.ndim != len(self.dims):
             raise ValueError(f"values has {self.values.ndim} axes but dims names {len(self.dims)}: {self.dims}")
@@ -129,11 +134,11 @@ class Result:
             raise ValueError(f"coords name axes {sorted(extra)} that are not in dims {self.dims}")
         self.coords = coords
         if self.per_example is not None:
-            self.per_example = torch.as_tensor(self.per_example).detach().cpu()
+            self.per_example = _cpu(self.per_example)
             if tuple(self.per_example.shape[:-1]) != tuple(self.values.shape):
                 raise ValueError("per_example must be [*values.shape, example]")
         if self.ci is not None:
-            self.ci = torch.as_tensor(self.ci).detach().cpu()
+            self.ci = _cpu(self.ci)
             if tuple(self.ci.shape) != tuple(self.values.shape) + (2,):
                 raise ValueError("ci must be [*values.shape, 2]")
 

@@ -4,6 +4,7 @@ and checks used across tiers. Fixtures live in ``conftest.py``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -104,7 +105,9 @@ def load_tiny(tiny_dirs, family: str):
     if family not in _CACHE:
         import interp
 
-        _CACHE[family] = interp.load_model(tiny_dirs[family])
+        # INTERP_TEST_DEVICE=cuda runs the tests that use these fixtures on a GPU (make gpu-check)
+        _CACHE[family] = interp.load_model(tiny_dirs[family],
+                                           device=os.environ.get("INTERP_TEST_DEVICE"))
     return _CACHE[family]
 
 

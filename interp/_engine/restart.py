@@ -263,7 +263,8 @@ class Restarter:
         if rec.shape != want.shape:
             return None
         scale = max(1.0, float(want.abs().max()))
-        return (w_o, b_o) if float((rec - want).abs().max()) <= 1e-5 * scale else None
+        tol = B.tolerance(self.model, 1e-5)
+        return (w_o, b_o) if float((rec - want).abs().max()) <= tol * scale else None
 
     def run_blocks(
         self, start: int, resid: Float[Tensor, "batch pos d_model"], *, stop: int | None = None,
@@ -331,7 +332,8 @@ class Restarter:
                     c = columns[:self.batch].to(resid.device)
                     got = self.unembed_columns(x, c)
                     want = self.unembed(x).gather(1, c)
-                    ok = bool((got - want).abs().max() <= 1e-4 * max(1.0, float(want.abs().max())))
+                    tol = B.tolerance(self.model, 1e-4)
+                    ok = bool((got - want).abs().max() <= tol * max(1.0, float(want.abs().max())))
             except Exception:  # noqa: BLE001 - an unembedding of another shape: use the full one
                 ok = False
             self._columns_ok = ok

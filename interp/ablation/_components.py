@@ -217,14 +217,14 @@ def sources(model, comps: list[Component], method: Method, prompts: PromptSet | 
                 f"resample ablation needs reference prompts of the same token length as the "
                 f"prompts ({reference.n_pos} vs {prompts.n_pos}), so positions line up."
             )
-        tokens, rows = reference.clean_tokens, torch.randperm(len(reference), generator=g)
+        tokens, rows = reference.clean_tokens, torch.randperm(len(reference), generator=g, device="cpu")
     elif prompts is not None and prompts.has_corrupted:
-        tokens, rows = prompts.require_corrupted(), torch.arange(len(prompts))
+        tokens, rows = prompts.require_corrupted(), torch.arange(len(prompts), device="cpu")
     elif prompts is not None:
         if len(prompts) < 2:
             raise ValueError("resampling within the prompts needs at least 2 prompts, or pass reference=.")
-        shift = int(torch.randint(1, len(prompts), (1,), generator=g))
-        tokens, rows = prompts.clean_tokens, torch.roll(torch.arange(len(prompts)), shift)
+        shift = int(torch.randint(1, len(prompts), (1,), generator=g, device="cpu"))
+        tokens, rows = prompts.clean_tokens, torch.roll(torch.arange(len(prompts), device="cpu"), shift)
     else:
         raise ValueError("resample ablation needs reference prompts: pass reference=PromptSet.")
     return source_values(model, hooks, "resample", tokens, None, per_position=True), rows, True

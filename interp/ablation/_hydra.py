@@ -122,8 +122,8 @@ def direct_vs_total(
     clean_out = {key: rep.cache[name][bi, ap] for key, name in outs.items()}
     with torch.no_grad():
         clean_logit = logit(_final_resid(rep, ap), 1)
-    per = torch.zeros(len(comps), 3, b)
-    down = torch.zeros(len(comps), L, 2)
+    per = torch.zeros(len(comps), 3, b, device="cpu")
+    down = torch.zeros(len(comps), L, 2, device="cpu")
     per_call = max(1, max_batch // b)
     index = {c: i for i, c in enumerate(comps)}
     with torch.no_grad():

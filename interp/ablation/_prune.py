@@ -35,7 +35,7 @@ def gate_hooks(gates: Float[Tensor, "layer head"]) -> list:
 
     def make(layer: int):
         def hook(z: Tensor, hook) -> Tensor:
-            return z * gates[layer].to(z.dtype)[None, None, :, None]
+            return z * gates[layer].to(device=z.device, dtype=z.dtype)[None, None, :, None]
 
         return hook
 
@@ -69,11 +69,11 @@ def raw_importance(
     if loss not in ("answer", "sequence"):
         raise ValueError(f"loss must be 'answer' or 'sequence', not {loss!r}.")
     info = describe(model)
-    base = torch.ones(info.n_layers, info.n_heads) if mask is None else mask.detach().float().cpu()
+    base = torch.ones(info.n_layers, info.n_heads, device="cpu") if mask is None else mask.detach().float().cpu()
     bs = batch_size or len(prompts)
-    acc = torch.zeros(info.n_layers, info.n_heads)
+    acc = torch.zeros(info.n_layers, info.n_heads, device="cpu")
     total = 0
-    device = prompts.clean_tokens.device
+    device = next(model.parameters()).device
     for start in range(0, len(prompts), bs):
         batch = _rows(prompts, start, start + bs)
         gates = base.clone().to(device).requires_grad_(True)
@@ -175,7 +175,7 @@ def prune_heads(
         raise ValueError(f"pruning keeps a score above {stop_at:.0%} of the original, so the metric "
                          f"must be higher-is-better; {m.name!r} is not. Use 'logit_diff' or 'prob'.")
     n_total = info.n_layers * info.n_heads
-    mask = torch.ones(info.n_layers, info.n_heads)
+    mask = torch.ones(info.n_layers, info.n_heads, device="cpu")
     original = masked_score(model, prompts, mask, m)
     if original <= 0:
         raise ValueError(f"the unpruned score is {original:.4g} <= 0, so a fraction of it is "
@@ -202,8 +202,8 @@ def prune_heads(
         mask = new
     kept = [C.label(C.Head(layer, h)) for layer, h in (mask == 1).nonzero().tolist()]
     return PruningResult(
-        values=torch.tensor(scores), dims=("step",), heads_kept=torch.tensor(kept_n),
-        accepted=torch.tensor(accepted), mask=mask, kept=kept,
+        values=torch.tensor(scores, device="cpu"), dims=("step",),
+        heads_kept=torch.tensor(kept_n, device="cpu"), accepted=torch.tensor(accepted, device="cpu"), mask=mask, kept=kept,
         meta={"method": "prune_heads", "metric": m.name, "original": original, "stop_at": stop_at,
               "step": step, "per_step": per_step, "loss": loss},
     )

@@ -17,6 +17,7 @@ _LAZY = {
     "ModelLoadError": "interp.models._loading",
     "as_model": "interp.models._loading",
     "load_model": "interp.models._loading",
+    "resolve_device": "interp.models._loading",
 }
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "describe",
     "load_model",
     "model_card",
+    "resolve_device",
     "zoo_path",
 ]
 

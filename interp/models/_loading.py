@@ -46,6 +46,25 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta")
+
+
+def resolve_device(device: str | torch.device | None) -> str:
+    """The device a model is loaded on: ``None`` -> ``"cpu"``; ``"auto"`` -> CUDA if available,
+    else Apple MPS, else the CPU; anything else as given (``"cuda:1"``), checked."""
+    if device is None:
+        return "cpu"
+    text = str(device)
+    if text == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if text.split(":")[0] not in _DEVICE_TYPES:
+        raise ValueError(f"unknown device {text!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    return text
+
+
 def _check_hf_dir(path: Path) -> None:
     config = path / "config.json"
     if not config.is_file():
@@ -128,10 +147,22 @@ def load_model(
 
     Weights are read with safetensors where the directory has them; ``trust_remote_code`` stays
     off unless asked for. Attention is eager (transformer-lens forces it) so patterns are real.
+
+    ``device``: ``"cpu"`` (the default), ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (the
+    first of CUDA, MPS, CPU that is available). ``dtype``: ``"float32"`` (default),
+    ``"bfloat16"``, ``"float16"``; every method computes its metrics and results in float32
+    whatever the model's dtype. Other keyword arguments go to transformer-lens's
+    ``TransformerBridge.boot_transformers``, e.g. ``device_map="auto"`` (or ``n_devices=2``) to
+    spread a model over several GPUs, instead of ``device``.
     Raises ``ModelLoadError`` with a message that says how to get the weights when the spec
     cannot be resolved; offline with no cache this happens within ``hub_timeout`` seconds.
     """
-    device = device or "cpu"
+    device_map = boot_kwargs.get("device_map")
+    if device_map is not None and device is not None:
+        raise ModelLoadError(
+            f"pass either device={device!r} or device_map={device_map!r}, not both: device_map "
+            "places the layers itself (e.g. device_map='auto' spreads them over the GPUs).")
+    device = None if device_map is not None else resolve_device(device)
     torch_dtype = _resolve_dtype(dtype)
     kwargs = dict(device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     kwargs.update(boot_kwargs)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from interp.metrics import MetricSpec, bootstrap_ci, normalise_paired, warn_identical_pairs
 from interp.prompts import PromptSet
-from interp.results import Result
+from interp.results import Result, _cpu
 
 
 @dataclass(kw_only=True)
@@ -35,7 +35,7 @@ class PatchingResult(Result):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.raw is not None:
-            self.raw = torch.as_tensor(self.raw).detach().cpu()
+            self.raw = _cpu(self.raw)
             if tuple(self.raw.shape) != tuple(self.values.shape):
                 raise ValueError("raw must have the same shape as values")
 

@@ -66,7 +66,7 @@ def mask_hooks(model, heads: Iterable[tuple[int, int]], *, mode: MaskMode = "que
             name = H.z(layer)
         else:
             name = H.rot_q(layer) if rotary else H.q(layer)
-        idx = torch.tensor(sorted(set(hs)))
+        idx = torch.tensor(sorted(set(hs)), device="cpu")
 
         def hook(x: Tensor, hook, _idx=idx) -> Tensor:  # x: [batch, pos, head, d_head]
             x = x.clone()

@@ -45,8 +45,8 @@ def trial_scores(jstar: Int[Tensor, "layer head step"], generated: Sequence[int]
                  prompt_ids: Sequence[int], span: tuple[int, int]) -> Float[Tensor, "layer head"]:
     """Copy-paste events / span length: head attends (argmax) inside the span to the token emitted."""
     a, b = span
-    ids = torch.tensor(list(prompt_ids))
-    gen = torch.tensor(list(generated))
+    ids = torch.tensor(list(prompt_ids), device=jstar.device)
+    gen = torch.tensor(list(generated), device=jstar.device)
     inside = (jstar >= a) & (jstar < b)
     copied = ids[jstar.clamp(0, len(ids) - 1)] == gen
     return (inside & copied).sum(-1).double() / (b - a)
@@ -191,8 +191,9 @@ def retrieval_scores(
                      "span": list(t.span), "n_steps": len(gen), "response": response,
                      "recall": recall, "accepted": recall > min_recall})
     scores = torch.stack(per_trial, dim=-1)  # [L, H, trial]
-    acc = torch.tensor(accepted)
-    mean = scores[..., acc].mean(-1) if acc.any() else torch.zeros(scores.shape[:2], dtype=scores.dtype)
+    acc = torch.tensor(accepted, device=scores.device)
+    mean = (scores[..., acc].mean(-1) if acc.any()
+            else torch.zeros(scores.shape[:2], dtype=scores.dtype, device=scores.device))
     res = HeadScores.from_tensor(
         model, mean, per_example=scores,
         title="Retrieval score (Wu et al. 2024)", method="retrieval", implementation=implementation,
@@ -245,7 +246,7 @@ def _accuracy(model, trials: list[Trial], heads, mode, max_new_tokens, is_stop, 
                                  is_stop=is_stop, heads=heads, mode=mode)
             for i, gen in zip(idx, gens):
                 recalls[i] = rouge1_recall(trials[i].answer, tok.decode(gen))
-    r = torch.tensor(recalls)
+    r = torch.tensor(recalls, device="cpu")
     return 100 * float(r.mean()), 100 * float((r >= 1).float().mean())
 
 
@@ -313,7 +314,7 @@ def masking_experiment(
     def label(hs):
         return [C.label(C.Head(a, b)) for a, b in hs]
     return MaskingResult(
-        values=torch.tensor([base, top_acc, rand_acc]), dims=("condition",),
+        values=torch.tensor([base, top_acc, rand_acc], device="cpu"), dims=("condition",),
         coords={"condition": ["baseline", "top_k", "random_k"]},
         meta={"top_heads": label(top), "random_heads": [label(d) for d in draws],
                   "random_accuracy": [a for a, _ in rand], "exact_match": {
@@ -353,7 +354,7 @@ def decore_generate(
     if isinstance(prompt, str):
         ids = model.to_tokens(prompt)[0].tolist()
     else:
-        ids = torch.as_tensor(prompt).reshape(-1).tolist()
+        ids = torch.as_tensor(prompt, device="cpu").reshape(-1).tolist()
     if len(ids) < 2:
         raise ValueError("the prompt needs at least 2 tokens (BOS + one)")
     if len(ids) + max_new_tokens > info.n_ctx:

@@ -139,6 +139,8 @@ def test_ray_head_scores_equal_local(model, ray_ex):
 
 
 def test_a_worker_dying_mid_sweep_loses_nothing(model, ps, ray_ex):
+    if not ray_ex.workers():  # workers start on first use: run alone, this test starts them
+        knockout_sweep(model, ps, method="mean", executor=ray_ex)
     pids = [p["pid"] for p in ray_ex.workers()]
     before = ray_ex.retried
     ray_ex._die = {(1, 0)}  # the worker holding shard 1 dies on its first attempt
