@@ -91,6 +91,24 @@ def decode(model, resid: Float[Tensor, "... d_model"], *, cap: bool = True
     return softcap(model, logits) if cap else logits
 
 
+def decode_into(model, resid: Float[Tensor, "n d_model"], out: Float[Tensor, "n d_vocab"]
+                ) -> Float[Tensor, "n d_vocab"]:
+    """:func:`decode` of ``resid`` [n, d_model] written into ``out`` (float32, reused across
+    calls: a fresh full-vocabulary tensor per call costs the page faults of a new allocation).
+    Where the unembedding is not a plain float32 linear map the result is computed, then copied."""
+    weight, bias = B.unembed_params(model)
+    if weight is None or weight.dtype != out.dtype or weight.shape[0] != out.shape[-1]:
+        return out.copy_(decode(model, resid))
+    x = final_norm(model, resid[:, None])[:, 0]
+    torch.mm(x, weight.T, out=out)
+    if bias is not None:
+        out += bias
+    cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0)
+    if cap > 0:
+        out.div_(cap).tanh_().mul_(cap)
+    return out
+
+
 def columns_supported(model) -> bool:
     """Whether the unembedding is one plain linear map, so columns can be computed alone."""
     return B.unembed_params(model)[0] is not None

@@ -32,37 +32,34 @@ from interp.prompts import PromptSet
 from interp.results import Result
 
 
-def _decode(model, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-    """Final norm (recomputed statistics) + unembedding + softcap, as the model's own head."""
-    return U.decode(model, resid)
-
-
 def _rowdot(a: Float[Tensor, "... v"], b: Float[Tensor, "... v"]) -> Float[Tensor, "..."]:
     """``(a * b).sum(-1)`` without materialising the product."""
     return torch.einsum("...v,...v->...", a, b)
 
 
-def _lens_row(logits: Float[Tensor, "batch pos d_vocab"], tgt: Tensor, k: int, p_final: Tensor,
-              neg_h_final: Tensor, rows: dict[str, list]) -> None:
+def _lens_row(logits: Float[Tensor, "n d_vocab"], tgt: Tensor, k: int, p_final: Tensor,
+              neg_h_final: Tensor, rows: dict[str, list], scratch: Tensor) -> None:
     """Top-k, target probability and rank, entropy and KL(final || layer) of one layer's
-    logits, in log space (no probability underflows to an infinite KL) with about six passes
-    over the full-vocabulary tensor: log-softmax, top-k, one comparison, one in-place exp and
-    two row dot products."""
-    logp = logits.log_softmax(-1)
+    logits [n rows, vocab], in log space (no probability underflows to an infinite KL). Five
+    passes over the full-vocabulary tensor, all into ``scratch`` (a reused buffer of the same
+    shape; a fresh full-vocabulary tensor per step costs more in page faults than the step):
+    top-k, exp(logits - max), exp * logits, p_final * logits, and the rank comparison."""
     top = logits.topk(k, dim=-1)
-    # log-sum-exp read off at the top-1 token, where log p is closest to 0 (most precise)
-    lse = top.values[..., :1] - logp.gather(-1, top.indices[..., :1])
-    t_logit = logits.gather(-1, tgt[..., None])
+    m = top.values[:, :1]
+    e = torch.sub(logits, m, out=scratch).exp_()  # exp(logits - max): every value in (0, 1]
+    s = e.sum(-1, keepdim=True)
+    lse = m + s.log()
+    ent_dot = e.mul_(logits).sum(-1, keepdim=True) / s  # sum p * logits
+    t_logit = logits.gather(-1, tgt[:, None])
     rows["top_ids"].append(top.indices)
     rows["top_probs"].append((top.values - lse).exp())
-    rows["tprob"].append((t_logit - lse).exp()[..., 0])
-    rows["rank"].append((logits >= t_logit).sum(-1, dtype=torch.int32).long())
-    # KL = sum p_f log p_f - sum p_f * (logits - lse)
-    rows["kl"].append((neg_h_final - _rowdot(p_final, logits) + lse[..., 0]).clamp_min(0))
-    prob = logp.exp_()  # in place: log p is not needed any more
-    # H = lse - sum p * logits
-    rows["ent"].append(lse[..., 0] - _rowdot(prob, logits))
-    del prob, logp
+    rows["tprob"].append((t_logit - lse).exp()[:, 0])
+    # KL = sum p_f log p_f - sum p_f * (logits - lse);  H = lse - sum p * logits
+    rows["kl"].append((neg_h_final - torch.mul(p_final, logits, out=scratch).sum(-1)
+                       + lse[:, 0]).clamp_min(0))
+    rows["ent"].append(lse[:, 0] - ent_dot[:, 0])
+    # rank: how many logits are >= the target's (as 0/1 floats, summed)
+    rows["rank"].append(torch.sub(logits, t_logit, out=scratch).ge_(0).sum(-1).long())
 
 
 @dataclass(kw_only=True)
@@ -152,17 +149,24 @@ def logit_lens(
         else:  # raw tokens: the next token, the last position its own top-1
             tgt = torch.cat([tokens[:, 1:], final_logits[:, -1:].argmax(-1)], dim=1)
         rows = {key: [] for key in ("top_ids", "top_probs", "rank", "kl", "ent", "tprob")}
-        final = final_logits.float()
+        final = final_logits.float().reshape(b * p, -1)
         final_lse = final.logsumexp(-1, keepdim=True)
         p_final = (final - final_lse).exp_()
         # sum_v p_final * log p_final: the constant part of every layer's KL
         neg_h_final = _rowdot(p_final, final) - final_lse[..., 0]
+        tgt = tgt.reshape(-1)
+        # two full-vocabulary buffers, reused by every layer: the logits and a scratch
+        logits, scratch = torch.empty_like(final), torch.empty_like(final)
         for i, name in enumerate(names):
             # the last row is the model's own output: reuse its logits (no extra unembedding)
-            logits = final if i == len(names) - 1 else _decode(model, cache[name]).float()
-            _lens_row(logits, tgt, k, p_final, neg_h_final, rows)
-            del logits
-    stack = {key: torch.stack(val).cpu() for key, val in rows.items()}
+            if i == len(names) - 1:
+                logits = final
+            else:
+                U.decode_into(model, cache[name].reshape(b * p, -1), logits)
+            _lens_row(logits, tgt, k, p_final, neg_h_final, rows, scratch)
+        del logits, scratch
+    stack = {key: torch.stack(val).reshape(len(names), b, p, *val[0].shape[1:]).cpu()
+             for key, val in rows.items()}
     tok = getattr(model, "tokenizer", None)
     pos_labels = C.pos_labels(p)
     top_tokens = None
