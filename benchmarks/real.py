@@ -200,8 +200,11 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
     add("knockout_sweep(mean)", lambda: knockout_sweep(model, ps, method="mean"))
     add("induction_scores", lambda: induction_scores(model, seq_len=20, batch=16))
     if extra:
+        texts = list(ps.clean_text)
         add("detect_heads(previous_token)",
-            lambda: detect_heads(model, ps.clean_tokens, "previous_token"))
+            lambda: detect_heads(model, texts, "previous_token"),
+            tl=lambda: _tl_detect(model, texts),
+            compare=lambda o, r: (o.values - r.float().cpu()).abs().max())
         add("head_importance", lambda: head_importance(model, ps))
         # one pruning step: importance under the mask, then the masked score (stop_at=1 stops
         # after the first step on a random model)
@@ -259,6 +262,12 @@ def run_long(name: str, *, n_tokens: int = 4096, dtype: str = "float32") -> list
         rows.append(row)
         print(row, flush=True)
     return rows
+
+
+def _tl_detect(model, texts):
+    from transformer_lens.head_detector import detect_head
+
+    return detect_head(model, texts, "previous_token_head")
 
 
 def _tl_lens(model, ps):

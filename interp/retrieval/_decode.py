@@ -106,7 +106,7 @@ def greedy_decode(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: in
     done = [False] * n
     cache = None
     if use_cache:
-        with kv_cache(model):
+        with kv_cache(model), B.tail_logits(model, 1):  # the prefill's logits are not read
             _, cache = model(ids[:, :-1], return_type="logits_and_cache",
                              past_key_values=new_cache(model))
         if cache is None or cache.get_seq_length() != P - 1:

@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp import _bridge as B
 from interp import components as C
 from interp import hooks as H
 from interp.distributed import dispatch
@@ -89,10 +90,12 @@ def _teacher_forced(model, trials: list[Trial], gens: list[list[int]]):
     def keep(pattern: Tensor, hook) -> None:  # [batch, head, query_pos, key_pos]
         found[hook.name] = [pattern[i, :, lo:hi].argmax(-1).cpu() for i, (lo, hi) in enumerate(bounds)]
 
-    with model.hooks(fwd_hooks=[(nm, keep) for nm in names]):
+    # only the decode-step rows' logits are read: unembed from the first of them on
+    off = min(lo for lo, _ in bounds)
+    with model.hooks(fwd_hooks=[(nm, keep) for nm in names]), B.tail_logits(model, n - off):
         logits = model(ids)
     jstar = [torch.stack([found[nm][i] for nm in names]) for i in range(len(trials))]
-    preds = [logits[i, lo:hi].argmax(-1).tolist() for i, (lo, hi) in enumerate(bounds)]
+    preds = [logits[i, lo - off:hi - off].argmax(-1).tolist() for i, (lo, hi) in enumerate(bounds)]
     return jstar, preds
 
 
@@ -101,7 +104,7 @@ def _fast_trials(model, trials, max_new_tokens, is_stop, batch_size, progress):
     by_len: dict[int, list[int]] = {}
     for i, t in enumerate(trials):
         by_len.setdefault(len(t.ids), []).append(i)
-    vocab = describe(model).d_vocab
+    vocab, n_heads = describe(model).d_vocab, describe(model).n_heads
     fallbacks = 0
     groups = list(by_len.values())
     for g in _progress(groups, progress, "retrieval (fast)"):
@@ -109,8 +112,11 @@ def _fast_trials(model, trials, max_new_tokens, is_stop, batch_size, progress):
             idx = g[c:c + batch_size]
             gens = greedy_decode(model, [trials[i].ids for i in idx],
                                  max_new_tokens=max_new_tokens, is_stop=is_stop)
-            # one teacher-forced forward; chunk so the logits stay under ~256 MB
-            per = max(1, int(256e6 // (4 * vocab * (len(trials[idx[0]].ids) + max_new_tokens))))
+            # one teacher-forced forward per chunk: the decode rows' logits under ~256 MB and
+            # one layer's attention pattern (heads x n^2 per example) under ~1 GB
+            n_tok = len(trials[idx[0]].ids) + max_new_tokens
+            per = max(1, min(int(256e6 // (4 * vocab * (max_new_tokens + 1))),
+                             int(1e9 // (4 * n_heads * n_tok * n_tok))))
             for s in range(0, len(idx), per):
                 sub = idx[s:s + per]
                 jstar, preds = _teacher_forced(model, [trials[i] for i in sub], gens[s:s + per])
