@@ -41,6 +41,8 @@ class Metric:
     from_columns: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, logits: Tensor, prompts: PromptSet) -> Tensor:
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # metrics in float32 whatever the model's precision
         return self.check(self.fn(logits, prompts), int(logits.shape[0]))
 
     def from_full(self, logits: Float[Tensor, "batch pos d_vocab"], prompts: PromptSet) -> Tensor:
@@ -76,6 +78,8 @@ class Metric:
     def columns_values(self, cols: Tensor, batch: int) -> Tensor:
         """``from_columns`` on logits of the metric's columns ``[n, c]``, checked."""
         assert self.from_columns is not None
+        if cols.dtype in (torch.float16, torch.bfloat16):
+            cols = cols.float()
         return self.check(self.from_columns(cols), int(cols.shape[0]), batch=batch)
 
 
