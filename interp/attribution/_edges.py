@@ -16,6 +16,7 @@ from torch import Tensor
 
 from interp import components as C
 from interp import hooks as H
+from interp._bridge import tolerance
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import as_model, describe
 from interp.patching._result import prepare_pairs
@@ -72,7 +73,7 @@ class EdgeAttributionResult(Result):
     def _cell_columns(self) -> dict:
         """``valid``: whether the edge exists (the sender is upstream of the receiver)."""
         valid = self.meta.get("valid")
-        return {} if valid is None else {"valid": torch.tensor(valid).reshape(-1).bool().numpy()}
+        return {} if valid is None else {"valid": torch.tensor(valid, device="cpu").reshape(-1).bool().numpy()}
 
     @property
     def edges(self) -> list[tuple[str, str, float]]:
@@ -153,7 +154,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     for layer in range(L):  # per-head outputs must add up to the attention output
         d_sum = delta[H.head_result(layer)].sum(2)
         d_attn = corr_cache[H.attn_out(layer)] - acts[H.attn_out(layer)].detach()
-        if not torch.allclose(d_sum, d_attn, atol=1e-4 * (1 + float(d_attn.abs().max()))):
+        if not torch.allclose(d_sum, d_attn, atol=tolerance(model, 1e-4) * (1 + float(d_attn.abs().max()))):
             raise NotImplementedError(
                 "EAP needs each head's output to add directly into the residual stream, but here "
                 "the per-head results do not sum to the attention output (a norm after "
@@ -184,7 +185,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     values = torch.cat([by_input.sum(-1).reshape(len(src_names), L * n_h), mlp_s,
                         logit_s[:, None]], dim=1)
     valid = _valid(src_names, dst_names, info)
-    values = values * valid
+    values = values.detach().float().cpu() * valid
     meta = {"method": "edge_attribution", "metric": m.name, "sign_convention": EAP_CONVENTION,
             "valid": valid.tolist(), "clean": float(per_ex.detach().mean()),
             "qkv": "head receivers sum their q, k and v input edges; field by_input splits them"
@@ -202,4 +203,5 @@ def _valid(src_names, dst_names, info) -> Tensor:
         return C.depth(C.parse(name), info.n_layers, parallel_attn_mlp=info.parallel_attn_mlp)
 
     src_d, dst_d = [depth(s) for s in src_names], [depth(d) for d in dst_names]
-    return torch.tensor([[a < b for b in dst_d] for a in src_d], dtype=torch.float32)
+    return torch.tensor([[a < b for b in dst_d] for a in src_d], dtype=torch.float32,
+                        device="cpu")

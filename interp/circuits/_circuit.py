@@ -64,7 +64,7 @@ class Circuit(Result):
                 raise ValueError(f"edge {s}->{d} names a node that is not in the circuit")
             edges.append((s, d, float(w)))
         self.edges = edges
-        self.values = torch.tensor([w for *_, w in edges], dtype=torch.float64)
+        self.values = torch.tensor([w for *_, w in edges], dtype=torch.float64, device="cpu")
         self.dims = ("edge",)
         self.coords = {"edge": [f"{s}->{d}" for s, d, _ in edges]}
         super().__post_init__()
@@ -248,7 +248,7 @@ def faithfulness(
 
     def hook_for(layer: int):
         drop = [h for h in range(info.n_heads) if (layer, h) not in keep]
-        idx = torch.tensor(drop, dtype=torch.long)
+        idx = torch.tensor(drop, dtype=torch.long, device="cpu")
 
         def fn(z, hook):
             z = z.clone()

@@ -38,6 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp import hooks as H
+from interp._bridge import tolerance
 from interp._engine.restart import Restarter, default_budget
 from interp.attribution._edges import _split_mode
 from interp.circuits._graph import KINDS, Graph
@@ -127,7 +128,7 @@ class PortForward:
                 return out.view(R, S, nkv, gs, D).permute(3, 0, 1, 2, 4).reshape(gs * R, S, nkv, D)
             return fn
 
-        copy_of = torch.arange(nh) % gs
+        copy_of = torch.arange(nh, device="cpu") % gs
 
         def splice(z, hook):  # each query head's z from its own copy, to every copy
             zv = z.view(gs, R, *z.shape[1:])
@@ -192,8 +193,9 @@ def _row_metric(m, sub: PromptSet, metric: MetricSpec, rows_b: Tensor | None,
                 clean_ref: Tensor, logits: Tensor) -> Tensor:
     """The metric of rows whose prompts are ``sub`` (example ``rows_b`` of the set)."""
     if metric == "kl":
-        rows_b = torch.arange(len(sub)) % clean_ref.shape[0] if rows_b is None else rows_b
-        m = resolve_metric("kl", clean_answer_logits=clean_ref[rows_b])
+        if rows_b is None:
+            rows_b = torch.arange(len(sub), device=clean_ref.device) % clean_ref.shape[0]
+        m = resolve_metric("kl", clean_answer_logits=clean_ref[rows_b.to(clean_ref.device)])
     return m.from_full(logits, sub)
 
 
@@ -224,7 +226,7 @@ class _Setup:
             _, cz = model.run_with_cache(self.corr, names_filter=names)
         rest = (cc[names[0]] - self.C.sum(2)) - (cz[names[0]] - self.Z.sum(2))
         scale = 1.0 + float(cc[names[0]].abs().max())
-        if float(rest.abs().max()) > 1e-4 * scale:
+        if float(rest.abs().max()) > tolerance(model, 1e-4) * scale:
             raise NotImplementedError(
                 f"{describe(model).architecture}: the final residual stream is not the sum of "
                 "the embedding, per-head outputs and MLP outputs (e.g. a norm after attention, "
@@ -254,7 +256,7 @@ def _grad_scores(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
         for (p0, x), gr in zip(kept, grads):
             gr = torch.zeros_like(x) if gr is None else gr
             acc[p0] = acc.get(p0, 0) + gr.detach() / len(runs)
-    full = torch.zeros(P, U)
+    full = torch.zeros(P, U, device="cpu")
     n_src = torch.bincount(g.edge_dst, minlength=P)  # a port's senders are a prefix of them
     for p0, gr in acc.items():
         n_u = int(n_src[p0])
@@ -291,16 +293,16 @@ def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
     cols_all = s.m.columns(prompts).to(dev) if s.m.columns is not None else None
     use_cols = cols_all is not None and rs.columns_ok(ans, cols_all)
     port_layer = torch.tensor([L if p == len(g.ports) - 1 else p // (3 * nh + 1)
-                               for p in range(len(g.ports))])
+                               for p in range(len(g.ports))], device="cpu")
     dead = _dead_receivers(model, g)
     todo = (changed.any(0).any(0).cpu()[g.edge_src] & ~dead[g.edge_dst]).nonzero()[:, 0]
-    scores = torch.zeros(g.n_edges)
+    scores = torch.zeros(g.n_edges, device="cpu")
     for layer in range(L + 1):
         mine = todo[port_layer[g.edge_dst[todo]] == layer]
         for i in range(0, len(mine), per):
             edges = mine[i:i + per]
             re = edges.repeat_interleave(B)
-            rb = torch.arange(B).repeat(len(edges)).to(dev)
+            rb = torch.arange(B, device=dev).repeat(len(edges))
             rp, ru = g.edge_dst[re].to(dev), g.edge_src[re].to(dev)
             sub = _rows(prompts, rb)
             with torch.no_grad():
@@ -324,7 +326,7 @@ def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
 
 def _dead_receivers(model, g: Graph) -> Tensor:
     """``[port]``: True where the receiving node's output weights are all zero."""
-    dead = torch.zeros(len(g.ports), dtype=torch.bool)
+    dead = torch.zeros(len(g.ports), dtype=torch.bool, device="cpu")
     for layer in range(g.n_layers):
         w_o = getattr(model.blocks[layer].attn, "W_O", None)
         if w_o is not None and w_o.shape[0] == g.n_heads:
@@ -418,7 +420,7 @@ def exact_reference(model, prompts: PromptSet, *, metric: MetricSpec = "logit_di
     g, info = s.graph, describe(model)
     with torch.no_grad(), _split_mode(model):
         _, cache = model.run_with_cache(s.clean, names_filter=lambda n: n.endswith("hook_z"))
-    scores = torch.full((g.n_edges,), float("nan"))
+    scores = torch.full((g.n_edges,), float("nan"), device="cpu")
     for e in range(g.n_edges) if edges is None else [int(i) for i in edges]:
         u, p = int(g.edge_src[e]), int(g.edge_dst[e])
         d = s.delta[:, :, u]
@@ -448,7 +450,8 @@ def exact_reference(model, prompts: PromptSet, *, metric: MetricSpec = "logit_di
                 hooks.append((H.z(layer), keep))
         with torch.no_grad(), _split_mode(model):
             logits = model.run_with_hooks(s.clean, fwd_hooks=hooks)
-        m_p = _row_metric(s.m, prompts, metric, torch.arange(len(prompts)), s.clean_ref, logits)
+        m_p = _row_metric(s.m, prompts, metric, torch.arange(len(prompts), device=s.clean_ref.device),
+                          s.clean_ref, logits)
         scores[e] = s.sign * float((s.m_clean - m_p).mean())
     g.scores = scores
     g.meta.update(_meta(s, "exact-reference", metric))

@@ -88,8 +88,8 @@ def evaluate(model, prompts: PromptSet, graph: Graph, *, metric: MetricSpec = "l
     the full model and of the empty circuit, and ``f``."""
     run = CircuitRunner(model, prompts, graph, metric=metric, ablation=ablation)
     E = graph.n_edges
-    full = run.metric(torch.ones(E, dtype=torch.bool))
-    empty = run.metric(torch.zeros(E, dtype=torch.bool))
+    full = run.metric(torch.ones(E, dtype=torch.bool, device="cpu"))
+    empty = run.metric(torch.zeros(E, dtype=torch.bool, device="cpu"))
     circ = run.metric(graph.in_graph)
     return {"circuit": circ, "full": full, "empty": empty, "n_edges": graph.n_in_graph,
             "faithfulness": _faith(circ, full, empty)}
@@ -158,15 +158,15 @@ def faithfulness_curve(model, prompts: PromptSet, graph: Graph, *,
         raise ValueError("sizes must be increasing percentages in (0, 100].")
     run = CircuitRunner(model, prompts, graph, metric=metric, ablation=ablation)
     E = graph.n_edges
-    full = run.metric(torch.ones(E, dtype=torch.bool))
-    empty = run.metric(torch.zeros(E, dtype=torch.bool))
+    full = run.metric(torch.ones(E, dtype=torch.bool, device="cpu"))
+    empty = run.metric(torch.zeros(E, dtype=torch.bool, device="cpu"))
     counts = [max(0, min(E, round(s / 100 * E))) for s in sizes]
     rows = []
     for key in (graph.scores, graph.scores.abs()):
         order = torch.argsort(key, descending=True, stable=True)
         f = []
         for k in counts:
-            keep = torch.zeros(E, dtype=torch.bool)
+            keep = torch.zeros(E, dtype=torch.bool, device="cpu")
             keep[order[:k]] = True
             f.append(_faith(run.metric(keep), full, empty))
         rows.append(f)
@@ -176,6 +176,6 @@ def faithfulness_curve(model, prompts: PromptSet, graph: Graph, *,
     meta = {"cpr": cpr, "cmd": cmd, "full": full, "empty": empty, "n_edges": counts,
             "n_edges_total": E, "ablation": ablation, "method": graph.meta.get("method"),
             "metric": run.m.name, "axis": "edge fraction (0-1), trapezoid rule, linear"}
-    return FaithfulnessCurve(values=torch.tensor(rows), dims=("ranking", "size"),
+    return FaithfulnessCurve(values=torch.tensor(rows, device="cpu"), dims=("ranking", "size"),
                              coords={"ranking": ["signed", "abs"], "size": list(sizes)},
                              meta=meta)

@@ -78,21 +78,22 @@ class Graph:
         self.ports.append("logits")
         port_node.append(len(self.senders))
         port_depth.append(float(L + 1))
-        self.port_node: Int[Tensor, " port"] = torch.tensor(port_node)
-        sd = torch.tensor(self.sender_depth)
-        pd = torch.tensor(port_depth)
+        self.port_node: Int[Tensor, " port"] = torch.tensor(port_node, device="cpu")
+        sd = torch.tensor(self.sender_depth, device="cpu")
+        pd = torch.tensor(port_depth, device="cpu")
         valid = sd[None, :] < pd[:, None]  # [port, sender]
         dst, src = valid.nonzero(as_tuple=True)
         self.edge_src: Int[Tensor, " edge"] = src
         self.edge_dst: Int[Tensor, " edge"] = dst
         E = len(src)
         if self.scores is None:
-            self.scores = torch.zeros(E)
+            self.scores = torch.zeros(E, device="cpu")
         if self.in_graph is None:
-            self.in_graph = torch.zeros(E, dtype=torch.bool)
+            self.in_graph = torch.zeros(E, dtype=torch.bool, device="cpu")
         if self.nodes_in_graph is None:
-            self.nodes_in_graph = torch.zeros(len(self.nodes), dtype=torch.bool)
-        self.scores = torch.as_tensor(self.scores, dtype=torch.float32).detach().cpu()
+            self.nodes_in_graph = torch.zeros(len(self.nodes), dtype=torch.bool, device="cpu")
+        self.scores = (self.scores.detach().float().cpu() if isinstance(self.scores, Tensor)
+                       else torch.tensor(self.scores, dtype=torch.float32, device="cpu"))
         if self.scores.shape != (E,) or self.in_graph.shape != (E,):
             raise ValueError(f"scores and in_graph must have one entry per edge ({E}).")
 
@@ -137,7 +138,7 @@ class Graph:
         """``W[p, u] = 1`` where edge ``u -> p`` exists and is *not* kept (it carries the ablated
         sender output), else 0."""
         keep = self.in_graph if keep is None else keep
-        W = torch.zeros(len(self.ports), len(self.senders))
+        W = torch.zeros(len(self.ports), len(self.senders), device="cpu")
         W[self.edge_dst, self.edge_src] = (~keep.bool()).float()
         return W
 
@@ -146,8 +147,8 @@ class Graph:
         return self.scores.abs() if absolute else self.scores
 
     def reset(self) -> Graph:
-        self.in_graph = torch.zeros(self.n_edges, dtype=torch.bool)
-        self.nodes_in_graph = torch.zeros(len(self.nodes), dtype=torch.bool)
+        self.in_graph = torch.zeros(self.n_edges, dtype=torch.bool, device="cpu")
+        self.nodes_in_graph = torch.zeros(len(self.nodes), dtype=torch.bool, device="cpu")
         return self
 
     def top_n(self, n: int, *, absolute: bool = True, prune: bool = True) -> Graph:
@@ -176,7 +177,7 @@ class Graph:
         if not absolute:
             key[self.scores <= 0] = -float("inf")
         self.reset()
-        active = torch.zeros(len(self.nodes), dtype=torch.bool)
+        active = torch.zeros(len(self.nodes), dtype=torch.bool, device="cpu")
         active[-1] = True
         recv_node = self.port_node[self.edge_dst]
         for _ in range(int(n)):
@@ -196,7 +197,7 @@ class Graph:
         return self
 
     def _set_nodes(self) -> None:
-        nodes = torch.zeros(len(self.nodes), dtype=torch.bool)
+        nodes = torch.zeros(len(self.nodes), dtype=torch.bool, device="cpu")
         nodes[self.edge_src[self.in_graph]] = True
         nodes[self.port_node[self.edge_dst[self.in_graph]]] = True
         self.nodes_in_graph = nodes
@@ -207,9 +208,9 @@ class Graph:
         recv_node = self.port_node[self.edge_dst]
         while True:
             e = self.in_graph
-            fwd = torch.zeros(len(self.nodes), dtype=torch.bool)
+            fwd = torch.zeros(len(self.nodes), dtype=torch.bool, device="cpu")
             fwd[0] = True  # input
-            bwd = torch.zeros(len(self.nodes), dtype=torch.bool)
+            bwd = torch.zeros(len(self.nodes), dtype=torch.bool, device="cpu")
             bwd[-1] = True  # logits
             # edges run from lower to higher depth: one sweep in depth order reaches everything
             order = sorted(range(len(self.nodes) - 1), key=lambda i: self.sender_depth[i])

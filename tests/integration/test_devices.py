@@ -46,12 +46,13 @@ def _methods(model, ps):
         "prune_heads": lambda: ablation.prune_heads(model, ps),
         "direct_vs_total": lambda: ablation.direct_vs_total(model, ps),
         "previous_token_heads": lambda: heads.detect_heads(model, ps.clean_tokens, "previous_token"),
+        "edge_attribution": lambda: attribution.edge_attribution(model, ps),
         "discover_eap": lambda: circuits.discover(model, ps, method="eap"),
         "discover_exact": lambda: circuits.discover(model, ps, method="exact"),
     }
 
 
-METHODS = [m for m in _methods(None, None) if not m.startswith("discover")]  # TODO-MERGE
+METHODS = list(_methods(None, None))
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -97,7 +98,8 @@ def pair():
 
 
 BF16_METHODS = ["patch_z", "path_patching", "attribution_patching", "logit_lens", "dla",
-                "knockout_sweep", "head_importance", "direct_vs_total"]  # TODO-MERGE discover
+                "knockout_sweep", "head_importance", "direct_vs_total", "edge_attribution", "discover_eap",
+                "discover_exact"]
 
 
 @pytest.mark.parametrize("model_name", ["ioi", "induction"])
