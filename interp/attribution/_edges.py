@@ -15,9 +15,7 @@ import torch
 from torch import Tensor
 
 from interp import components as C
-from interp import hooks as H
-from interp._bridge import tolerance
-from interp.metrics import MetricSpec, logits_at, resolve_metric
+from interp.metrics import MetricSpec
 from interp.models import as_model, describe
 from interp.patching._result import prepare_pairs
 from interp.results import Result
@@ -106,95 +104,47 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     """EAP scores for every edge embed/head/MLP -> head (q+k+v inputs)/MLP/logits.
 
     ``values`` is [src, dst] (``by_input`` splits head receivers into q, k, v); impossible
-    edges (a receiver not downstream of its sender) are 0 and excluded from ``.edges``."""
+    edges (a receiver not downstream of its sender) are 0 and excluded from ``.edges``.
+
+    The same computation as ``interp.circuits.discover(method="eap")`` (one clean and one
+    corrupted forward, one backward), laid out as a sender x receiver matrix and with this
+    function's sign: a score estimates ``M(clean with the edge corrupted) - M(clean)``. On
+    grouped-query models a key/value edge into a query head carries only that head's use of
+    the shared key/value input (the other heads of its group keep their clean output)."""
+    from interp.circuits._discover import _grad_matrix, _Setup  # circuits imports this module
 
     model = as_model(model)
     info = describe(model)
-    clean, corrupted = prepare_pairs(model, prompts, metric, "noising")
+    prepare_pairs(model, prompts, metric, "noising")  # the patching family's input checks
     L, n_h = info.n_layers, info.n_heads
-    senders = [H.resid_pre(0)] + [H.head_result(layer) for layer in range(L)] + [
-        H.mlp_out(layer) for layer in range(L)]
-    recv_heads = [H.qkv_input(layer, kind) for layer in range(L) for kind in ("q", "k", "v")]
-    receivers = recv_heads + [H.mlp_in(layer) for layer in range(L)] + [H.resid_post(L - 1)]
-    check = [H.attn_out(layer) for layer in range(L)]
-    with _split_mode(model):
-        with torch.no_grad():
-            _, corr_cache = model.run_with_cache(
-                corrupted, names_filter=lambda n: n in set(senders) | set(check))
-        acts: dict[str, Tensor] = {}
-
-        def start(act, hook):
-            act = act.detach().requires_grad_(True)
-            acts[H.resid_pre(0)] = act
-            return act
-
-        def keeper(name: str):
-            def keep(act, hook):
-                # a fresh node: its gradient is the gradient of this hook's consumers only (the
-                # MLP branch for hook_mlp_in), not of other users of the same tensor (the skip)
-                act = act.clone()
-                acts[name] = act
-                return act
-            return keep
-
-        hooks = [(H.resid_pre(0), start)] + [(n, keeper(n)) for n in senders[1:] + receivers + check]
-        with torch.enable_grad():
-            logits = model.run_with_hooks(clean, fwd_hooks=hooks)
-            ap = prompts.answer_pos.to(logits.device)
-            m = resolve_metric(metric, clean_answer_logits=logits_at(logits, ap).detach())
-            per_ex = m.from_full(logits, prompts)
-            missing = [n for n in receivers if n not in acts]
-            if missing:
-                raise NotImplementedError(_unsupported(
-                    model, f"hook points {missing[:3]} did not fire"))
-            grads = torch.autograd.grad(per_ex.sum(), [acts[n] for n in receivers],
-                                        allow_unused=True)
-    grad = {n: (torch.zeros_like(acts[n]) if g is None else g) for n, g in zip(receivers, grads)}
-    delta = {n: corr_cache[n] - acts[n].detach() for n in senders}
-    for layer in range(L):  # per-head outputs must add up to the attention output
-        d_sum = delta[H.head_result(layer)].sum(2)
-        d_attn = corr_cache[H.attn_out(layer)] - acts[H.attn_out(layer)].detach()
-        if not torch.allclose(d_sum, d_attn, atol=tolerance(model, 1e-4) * (1 + float(d_attn.abs().max()))):
-            raise NotImplementedError(
-                "EAP needs each head's output to add directly into the residual stream, but here "
-                "the per-head results do not sum to the attention output (a norm after "
-                "attention, e.g. Gemma 2's post-attention norm). Use attribution_patching "
-                "(node level) or exact path_patching for this model.")
-    b = clean.shape[0]
-    # senders: [b, pos, n_src, d]
+    s = _Setup(model, prompts, metric)
+    g = s.graph
+    raw = -_grad_matrix(s, prompts, None)  # [port, sender]; corrupted - clean
     src_names = ["embed"] + C.head_labels(L, n_h) + C.mlp_labels(L)
-    src = torch.cat([delta[H.resid_pre(0)][:, :, None]] + [delta[H.head_result(layer)]
-                    for layer in range(L)] + [delta[H.mlp_out(layer)][:, :, None]
-                                              for layer in range(L)], dim=2)
+    src_idx = ([0] + [g.sender_index(layer, h) for layer in range(L) for h in range(n_h)]
+               + [g.sender_index(layer, None) for layer in range(L)])
     kinds = ("q", "k", "v")
-    head_g = []
-    for layer in range(L):
-        per_kind = []
-        for kind in kinds:
-            g = grad[H.qkv_input(layer, kind)]
-            if g.shape[2] != n_h:  # GQA: one copy per key/value head, shared by its group
-                g = g.repeat_interleave(info.group_size, dim=2) / 1.0
-            per_kind.append(g)
-        head_g.append(torch.stack(per_kind, dim=3))  # [b, pos, H, 3, d]
-    head_g = torch.stack(head_g, dim=2)  # [b, pos, L, H, 3, d]
-    by_input = torch.einsum("bpsd,bplhkd->slhk", src, head_g) / b  # [src, L, H, 3]
-    mlp_g = torch.stack([grad[H.mlp_in(layer)] for layer in range(L)], dim=2)  # [b, pos, L, d]
-    mlp_s = torch.einsum("bpsd,bpld->sl", src, mlp_g) / b
-    logit_s = torch.einsum("bpsd,bpd->s", src, grad[H.resid_post(L - 1)]) / b
+    ports = torch.tensor([[[g.port_index(layer, k, h) for k in kinds] for h in range(n_h)]
+                          for layer in range(L)], device="cpu")  # [L, H, 3]
+    by_src = raw[:, src_idx].T  # [src, port]
+    by_input = by_src[:, ports]  # [src, L, H, 3]
+    mlp_s = by_src[:, [g.port_index(layer, "mlp") for layer in range(L)]]
+    logit_s = by_src[:, g.port_index(L, "logits")]
     dst_names = C.head_labels(L, n_h) + C.mlp_labels(L) + ["logits"]
     values = torch.cat([by_input.sum(-1).reshape(len(src_names), L * n_h), mlp_s,
                         logit_s[:, None]], dim=1)
     valid = _valid(src_names, dst_names, info)
-    values = values.detach().float().cpu() * valid
-    meta = {"method": "edge_attribution", "metric": m.name, "sign_convention": EAP_CONVENTION,
-            "valid": valid.tolist(), "clean": float(per_ex.detach().mean()),
+    values = values * valid
+    meta = {"method": "edge_attribution", "metric": s.m.name, "sign_convention": EAP_CONVENTION,
+            "valid": valid.tolist(), "clean": float(s.m_clean.mean()),
+            "corrupted": float(s.m_corr.mean()),
             "qkv": "head receivers sum their q, k and v input edges; field by_input splits them"
-                   + (" (GQA: a key/value input is shared by its query-head group; its gradient"
-                      " is counted once per query head)" if info.is_gqa else ""),
+                   + (" (GQA: a key/value edge into a query head counts only that head's use of "
+                      "the shared key/value input)" if info.is_gqa else ""),
             "n_layers": L}
-    return EdgeAttributionResult(values=values.detach().cpu(), dims=("src", "dst"),
+    return EdgeAttributionResult(values=values, dims=("src", "dst"),
                                  coords={"src": src_names, "dst": dst_names}, meta=meta,
-                                 by_input=by_input.detach().cpu())
+                                 by_input=by_input.contiguous())
 
 
 def _valid(src_names, dst_names, info) -> Tensor:

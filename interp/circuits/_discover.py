@@ -90,6 +90,7 @@ class PortForward:
         info = describe(model)
         self.gs, self.n_kv = info.group_size, info.n_kv_heads
         self.out: dict[tuple[int, str], Tensor] = {}
+        self.final: Tensor | None = None  # the final residual of the last run (unpatched)
 
     def sent(self) -> Tensor:
         """``[batch, pos, sender, d_model]`` sender outputs of the last full run."""
@@ -154,7 +155,12 @@ class PortForward:
             hooks.append((H.head_result(layer), keep(layer, "a")))
             hooks.append((H.mlp_in(layer), single(g.port_index(layer, "mlp"), layer)))
             hooks.append((H.mlp_out(layer), keep(layer, "m")))
-        hooks.append((H.resid_post(L - 1), single(g.port_index(L, "logits"), L)))
+        to_logits = single(g.port_index(L, "logits"), L)
+
+        def final(x, hook):
+            self.final = x[:R].detach()
+            return to_logits(x, hook)
+        hooks.append((H.resid_post(L - 1), final))
         return hooks
 
     def run(self, tokens: Tensor, patch: Patch | None = None,
@@ -208,24 +214,30 @@ class _Setup:
         self.fw = PortForward(model, self.graph)
         with torch.no_grad():
             logits_c = self.fw.run(self.clean)
-            self.C = self.fw.sent()
+            C, fin_c = self.fw.sent(), self.fw.final
             logits_z = self.fw.run(self.corr)
-            self.Z = self.fw.sent()
+            Z, fin_z = self.fw.sent(), self.fw.final
+            self.fw.out = {}
         self.m, self.sign = _metric(model, prompts, metric, logits_c)
+        self.metric = metric
         self.clean_ref = logits_at(logits_c, prompts.answer_pos).detach()
         self.m_clean = self.m.from_full(logits_c, prompts).detach()
         self.m_corr = self.m.from_full(logits_z, prompts).detach()
-        self.delta = self.C - self.Z  # [batch, pos, sender, d_model]
-        self._check_sum(model)
+        # the embedding inputs (EAP-IG interpolates them) and the sender deltas, stored
+        # sender-major so that one sender prefix is one contiguous matrix; C and Z are freed
+        self.inputs = (C[:, :, 0].clone(), Z[:, :, 0].clone())
+        self._check_sum(model, fin_c - C.sum(2), fin_z - Z.sum(2), fin_c)
+        C -= Z
+        del Z
+        self.delta = C.permute(2, 0, 1, 3).contiguous().permute(1, 2, 0, 3)  # [b, pos, u, d]
+        del C
 
-    def _check_sum(self, model) -> None:
-        L = self.graph.n_layers
-        names = [H.resid_post(L - 1)]
-        with torch.no_grad(), _split_mode(model):
-            _, cc = model.run_with_cache(self.clean, names_filter=names)
-            _, cz = model.run_with_cache(self.corr, names_filter=names)
-        rest = (cc[names[0]] - self.C.sum(2)) - (cz[names[0]] - self.Z.sum(2))
-        scale = 1.0 + float(cc[names[0]].abs().max())
+    @staticmethod
+    def _check_sum(model, rest_c: Tensor, rest_z: Tensor, final: Tensor) -> None:
+        """The final residual must be the sum of the sender outputs (up to a part that does
+        not depend on the input, e.g. biases), else edges cannot be patched through it."""
+        rest = rest_c - rest_z
+        scale = 1.0 + float(final.abs().max())
         if float(rest.abs().max()) > tolerance(model, 1e-4) * scale:
             raise NotImplementedError(
                 f"{describe(model).architecture}: the final residual stream is not the sum of "
@@ -235,34 +247,54 @@ class _Setup:
 
 
 # --- gradient methods -----------------------------------------------------------------------
-def _grad_scores(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) -> Tensor:
+def _grad_matrix(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) -> Tensor:
+    """``[port, sender]``: ``(out_u(clean) - out_u(corrupted)) . dM/d in_p``, mean over
+    examples and over the interpolation steps ``alphas`` (None: the clean run only); 0 where
+    no edge exists. Each run's gradients are reduced to this matrix before the next run. On a
+    grouped-query model every run holds ``group_size`` copies of its rows (one per query head
+    of a group), so the examples go in chunks of about ``batch / group_size``: the memory of one
+    plain batch, the time of ``group_size`` of them."""
     g, B = s.graph, s.clean.shape[0]
     P, U = len(g.ports), len(g.senders)
-    acc: dict[int, Tensor] = {}
     runs = [None] if alphas is None else list(alphas)
-    for a in runs:
-        kept: list[tuple[int, Tensor]] = []
-
-        def record(p0, layer, x, kept=kept):
-            x = x.clone()
-            kept.append((p0, x))
-            return x
-
-        inp = None if a is None else s.Z[:, :, 0] + a * (s.C[:, :, 0] - s.Z[:, :, 0])
-        with torch.enable_grad():
-            logits = s.fw.run(s.clean, record, input_value=inp)
-            val = s.m.from_full(logits, prompts).sum()
-            grads = torch.autograd.grad(val, [x for _, x in kept], allow_unused=True)
-        for (p0, x), gr in zip(kept, grads):
-            gr = torch.zeros_like(x) if gr is None else gr
-            acc[p0] = acc.get(p0, 0) + gr.detach() / len(runs)
     full = torch.zeros(P, U, device="cpu")
     n_src = torch.bincount(g.edge_dst, minlength=P)  # a port's senders are a prefix of them
-    for p0, gr in acc.items():
-        n_u = int(n_src[p0])
-        full[p0:p0 + gr.shape[2], :n_u] = torch.einsum(
-            "bsud,bsnd->nu", s.delta[:, :, :n_u], gr).cpu() / B
-    return s.sign * full[g.edge_dst, g.edge_src]
+    d_all = s.delta.permute(2, 0, 1, 3)  # [sender, b, pos, d]: contiguous (see _Setup)
+    c0, z0 = s.inputs
+    step = max(1, -(-B // s.fw.gs))
+    for lo in range(0, B, step):
+        hi = min(B, lo + step)
+        rows = torch.arange(lo, hi, device=s.clean.device)
+        sub = prompts if (lo, hi) == (0, B) else _rows(prompts, rows)
+        d_t = d_all[:, lo:hi].reshape(U, -1)
+        for a in runs:
+            kept: list[tuple[int, Tensor]] = []
+
+            def record(p0, layer, x, kept=kept):
+                x = x.clone()
+                kept.append((p0, x))
+                return x
+
+            inp = None if a is None else (z0 + a * (c0 - z0))[lo:hi]
+            with torch.enable_grad():
+                logits = s.fw.run(s.clean[lo:hi], record, input_value=inp)
+                val = _row_metric(s.m, sub, s.metric, rows, s.clean_ref, logits).sum()
+                grads = torch.autograd.grad(val, [x for _, x in kept], allow_unused=True)
+            del logits, val
+            for (p0, x), gr in zip(kept, grads):
+                if gr is None:
+                    continue
+                n_u, n = int(n_src[p0]), gr.shape[2]
+                g_t = gr.permute(2, 0, 1, 3).reshape(n, -1)  # [port, rows * pos * d]
+                full[p0:p0 + n, :n_u] += (g_t @ d_t[:n_u].T).float().cpu() / (B * len(runs))
+            del kept, grads
+    return full
+
+
+def _grad_scores(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) -> Tensor:
+    """Edge scores, positive where the edge helps the task."""
+    g = s.graph
+    return s.sign * _grad_matrix(s, prompts, alphas)[g.edge_dst, g.edge_src]
 
 
 # --- exact edge patching ----------------------------------------------------------------------
@@ -282,6 +314,13 @@ def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
     lo = int(pos_any[0, 0]) if len(pos_any) else 0
     names = [H.resid_pre(layer) for layer in range(L)] + [H.resid_post(L - 1)]
     names += [H.z(layer) for layer in range(L)] if info.is_gqa else []
+    if info.positional == "alibi":
+        raise NotImplementedError(
+            f"{info.architecture}: exact edge patching does not yet reproduce the per-edge "
+            "reference on ALiBi models (differences of about 1e-3 on a tiny Bloom), so it is "
+            "refused. Use method='eap-ig-inputs' or 'eap' (gradient-based, checked on Bloom), or "
+            "interp.circuits.exact_reference (one forward per edge).")
+    _check_qkv_recompute(model, s.clean[:1])
     with torch.no_grad():
         rs = Restarter(model, s.clean, names=names)
     if not rs.can_window:
@@ -322,6 +361,37 @@ def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
             eff = s.sign * (s.m_clean[rb] - m_rows).cpu()
             scores[edges] = eff.view(len(edges), B).mean(1)
     return scores
+
+
+def _check_qkv_recompute(model, tokens: Tensor) -> None:
+    """Exact edge patching recomputes a patched head's query / key / value as
+    ``W·norm(resid) + b`` from the bridge's per-head weights; refuse a family where that does
+    not reproduce the model's own values (checked on layer 0 of one clean example)."""
+    attn, ln1 = model.blocks[0].attn, model.blocks[0].ln1
+    names = [H.resid_pre(0)] + [getattr(H, k)(0) for k in KINDS]
+    with torch.no_grad(), _split_mode(model):
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+        x = ln1(cache[H.resid_pre(0)])
+        for kind in KINDS:
+            W = getattr(attn, f"W_{kind.upper()}", None)
+            got = cache.cache_dict.get(getattr(H, kind)(0)) if hasattr(cache, "cache_dict") \
+                else cache[getattr(H, kind)(0)]
+            if W is None or got is None:
+                ok = False
+            else:
+                want = torch.einsum("bsd,hde->bshe", x, W.detach())
+                b = getattr(attn, f"b_{kind.upper()}", None)
+                want = want if b is None else want + b.detach()
+                ok = want.shape == got.shape and bool(torch.allclose(
+                    want.float(), got.float(), atol=tolerance(model, 1e-4) * (
+                        1 + float(got.abs().max()))))
+            if not ok:
+                raise NotImplementedError(
+                    f"{describe(model).architecture}: exact edge patching recomputes a head's "
+                    f"{kind} from the per-head weights W_{kind.upper()} / b_{kind.upper()}, and "
+                    "on this family they do not reproduce the model's own values. Use "
+                    "method='eap-ig-inputs' or 'eap' (gradient-based), or exact_reference "
+                    "(one forward per edge).")
 
 
 def _dead_receivers(model, g: Graph) -> Tensor:

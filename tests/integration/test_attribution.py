@@ -70,7 +70,7 @@ def test_atp_gqa_kv_heads(tiny_gqa_model):
     assert torch.isfinite(res.values).all()
 
 
-@pytest.mark.parametrize("family", ["gpt2", "qwen2"])
+@pytest.mark.parametrize("family", ["gpt2", "qwen2", "bloom"])
 def test_eap_scores_are_directional_derivatives(tiny_dirs, family):
     """s(u->v) * batch = d/de M(clean with in_v += e (out_u(corr) - out_u(clean)))."""
     model = load_tiny(tiny_dirs, family)
@@ -102,8 +102,22 @@ def test_eap_scores_are_directional_derivatives(tiny_dirs, family):
                     return a
                 return fn
 
-            plus = _tl_metric(ps)(model.run_with_hooks(ps.clean_tokens, fwd_hooks=[(hook_name, shift(eps))]))
-            minus = _tl_metric(ps)(model.run_with_hooks(ps.clean_tokens, fwd_hooks=[(hook_name, shift(-eps))]))
+            extra = []
+            if kind in (1, 2) and info.is_gqa:
+                # a key/value edge into one query head: the other heads keep their clean z
+                layer, h = (int(x) for x in d_name[1:].split("H"))
+                others = [o for o in range(info.n_heads) if o != h]
+
+                def restore(z, hook, layer=layer, others=others):
+                    z = z.clone()
+                    z[:, :, others] = clean[H.z(layer)][:, :, others]
+                    return z
+                extra = [(H.z(layer), restore)]
+
+            def run(e):
+                hooks = [(hook_name, shift(e))] + extra
+                return _tl_metric(ps)(model.run_with_hooks(ps.clean_tokens, fwd_hooks=hooks))
+            plus, minus = run(eps), run(-eps)
             fd = float(((plus - minus) / (2 * eps)).sum()) / b
             i, j = src.index(s_name), dst.index(d_name)
             if kind is None:

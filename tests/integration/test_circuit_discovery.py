@@ -150,6 +150,13 @@ def test_zero_output_head_scores_exactly_zero(tiny_dirs, family):
                        lambda g: g.threshold(0.0)):
             select(g)
             assert not g.nodes_in_graph[node] and not g.in_graph[touching].any(), method
+    from interp.attribution import edge_attribution
+
+    res = edge_attribution(model, ps)  # the same scores as a sender x receiver matrix
+    i, j = res.coords["src"].index("L1H1"), res.coords["dst"].index("L1H1")
+    assert float(res.values.abs().max()) > 0
+    assert torch.all(res.values[i] == 0) and torch.all(res.values[:, j] == 0)
+    assert torch.all(res.by_input[:, 1, 1] == 0)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
@@ -295,3 +302,10 @@ def _auc(score: torch.Tensor, label: torch.Tensor) -> float:
     gt = (pos[:, None] > neg[None, :]).float().mean()
     eq = (pos[:, None] == neg[None, :]).float().mean()
     return float(gt + 0.5 * eq)
+
+
+def test_exact_is_refused_on_alibi_with_a_pointer(tiny_dirs):
+    model = load_tiny(tiny_dirs, "bloom")
+    with pytest.raises(NotImplementedError, match="ALiBi.*eap-ig-inputs"):
+        discover(model, _pairs(model, b=2, p=5), method="exact")
+    assert_no_hooks(model)

@@ -267,7 +267,7 @@ def test_ablate_with_a_tiny_vocabulary(tmp_path, tiny_dirs):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["gptj", "bloom"])
+@pytest.mark.parametrize("family", ["gptj"])
 def test_edge_attribution_refuses_clearly(extra_dirs, family):
     from interp.attribution import edge_attribution
 
