@@ -254,6 +254,10 @@ def _grad_matrix(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
     grouped-query model every run holds ``group_size`` copies of its rows (one per query head
     of a group), so the examples go in chunks of about ``batch / group_size``: the memory of one
     plain batch, the time of ``group_size`` of them."""
+    if s.fw.gs > 1:
+        fast = _grad_matrix_gqa(s, prompts, alphas)
+        if fast is not None:
+            return fast
     g, B = s.graph, s.clean.shape[0]
     P, U = len(g.ports), len(g.senders)
     runs = [None] if alphas is None else list(alphas)
@@ -288,6 +292,141 @@ def _grad_matrix(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
                 g_t = gr.permute(2, 0, 1, 3).reshape(n, -1)  # [port, rows * pos * d]
                 full[p0:p0 + n, :n_u] += (g_t @ d_t[:n_u].T).float().cpu() / (B * len(runs))
             del kept, grads
+    return full
+
+
+def _gqa_port_grads(model, layer: int, st: dict, gr: dict, tol: float):
+    """Per-query-head gradients of a GQA layer's key and value port inputs from one pass.
+
+    A key/value head ``j`` is shared by the query heads ``h`` of its group; its input gradient
+    is the sum of what flows back through each of them. Head ``h``'s share, in attention terms:
+    ``dv_h = A_h^T dz_h`` and ``d rot_k_h = c * dS_h^T rot_q_h`` (``A``: pattern, ``dS``: the
+    gradient of the attention scores, ``c``: the score scale fitted from the forward values),
+    then back through the rotary map and ``W·norm(x) + b`` with autograd. Returns
+    ``{"k": [b, pos, head, d], "v": ...}``, or None when the shares do not add up to the shared
+    gradient (a family this decomposition does not describe: the caller falls back)."""
+    info = describe(model)
+    nh = info.n_heads
+    kvh = torch.tensor([info.kv_head(h) for h in range(nh)], device=st["z"].device)
+    A, dS, dz = st["pattern"].detach(), gr["scores"], gr["z"]
+    rq, rk = st["rot_q"].detach(), st["rot_k"].detach()  # [b, pos, head(kv), d_head]
+    scores = st["scores"].detach()
+    raw = torch.einsum("bqhe,bkhe->bhqk", rq, rk[:, :, kvh])
+    keep = torch.isfinite(scores) & (A > 0)
+    num = (scores * raw)[keep].double().sum()
+    den = (raw * raw)[keep].double().sum()
+    if not keep.any() or float(den) == 0:
+        return None
+    c = float(num / den)
+    d_rk = c * torch.einsum("bhqk,bqhe->bkhe", dS, rq)  # [b, pos_k, head, d_head]
+    if "cos" in st:  # rot = k cos + rotate_half(k) sin, so dk = d cos + rotate_half^T(d sin)
+        cos, sin = st["cos"].detach()[:, :, None], st["sin"].detach()[:, :, None]
+        t = d_rk * sin
+        half = t.shape[-1] // 2
+        d_k = d_rk * cos + torch.cat([t[..., half:], -t[..., :half]], dim=-1)
+    else:
+        d_k = d_rk
+    d_v = torch.einsum("bhqk,bqhe->bkhe", A, dz)
+    attn, ln1 = model.blocks[layer].attn, model.blocks[layer].ln1
+    out = {}
+    for kind, d_out in (("k", d_k), ("v", d_v)):
+        W = getattr(attn, f"W_{kind.upper()}").detach()  # [kv head, d_model, d_head]
+        x = st[kind].detach()[:, :, kvh].requires_grad_(True)  # [b, pos, head, d_model]
+        with torch.enable_grad():
+            y = ln1(x)
+        dy = torch.einsum("bshe,hde->bshd", d_out.to(W.dtype), W[kvh])
+        (gx,) = torch.autograd.grad(y, x, grad_outputs=dy.to(y.dtype))
+        shared = torch.zeros_like(gr[kind]).index_add_(2, kvh, gx.to(gr[kind].dtype))
+        scale = 1.0 + float(gr[kind].abs().max())
+        if float((shared - gr[kind]).abs().max()) > max(tol, 1e-3) * scale:
+            return None
+        out[kind] = gx
+    return out
+
+
+def _grad_matrix_gqa(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None
+                     ) -> Tensor | None:
+    """:func:`_grad_matrix` for a grouped-query model in one pass per run (no per-group copies),
+    or None where :func:`_gqa_port_grads` does not check out."""
+    model, g, B = s.fw.model, s.graph, s.clean.shape[0]
+    info = describe(model)
+    L = g.n_layers
+    if info.positional not in ("rotary", "standard") or not all(
+            n in info.hooks for n in (H.attn_scores(0), H.pattern(0), H.z(0))):
+        return None
+    rotary = info.positional == "rotary"
+    if rotary and not all(n in info.hooks for n in (H.rot_q(0), H.rot_k(0))):
+        return None
+    P, U = len(g.ports), len(g.senders)
+    runs = [None] if alphas is None else list(alphas)
+    full = torch.zeros(P, U, device="cpu")
+    n_src = torch.bincount(g.edge_dst, minlength=P)
+    d_t = s.delta.permute(2, 0, 1, 3).reshape(U, -1)
+    c0, z0 = s.inputs
+    tol = tolerance(model, 1e-4)
+    for a in runs:
+        st: dict[int, dict[str, Tensor]] = {layer: {} for layer in range(L)}
+        leaves: list[tuple[int, str, Tensor]] = []
+
+        def grab(layer, key, leaf):
+            def fn(x, hook):
+                if leaf:
+                    x = x.clone()
+                    leaves.append((layer, key, x))
+                st[layer][key] = x
+                return x
+            return fn
+
+        def embed(x, hook, a=a):
+            x = (z0 + a * (c0 - z0)).to(x.dtype) if a is not None else x
+            return x.detach().requires_grad_(True)
+
+        hooks = [(H.resid_pre(0), embed)]
+        for layer in range(L):
+            pre = f"blocks.{layer}.attn."
+            hooks += [(H.qkv_input(layer, k), grab(layer, k, True)) for k in KINDS]
+            hooks += [(H.attn_scores(layer), grab(layer, "scores", True)),
+                      (H.pattern(layer), grab(layer, "pattern", False)),
+                      (H.z(layer), grab(layer, "z", True)),
+                      (H.mlp_in(layer), grab(layer, "mlp", True))]
+            if rotary:
+                hooks += [(H.rot_q(layer), grab(layer, "rot_q", False)),
+                          (H.rot_k(layer), grab(layer, "rot_k", False)),
+                          (pre + "hook_cos", grab(layer, "cos", False)),
+                          (pre + "hook_sin", grab(layer, "sin", False))]
+            else:
+                hooks += [(H.q(layer), grab(layer, "rot_q", False)),
+                          (H.k(layer), grab(layer, "rot_k", False))]
+        hooks.append((H.resid_post(L - 1), grab(L, "logits", True)))
+        st[L] = {}
+        with torch.enable_grad(), _split_mode(model):
+            logits = model.run_with_hooks(s.clean, fwd_hooks=hooks)
+            val = _row_metric(s.m, prompts, s.metric, None, s.clean_ref, logits).sum()
+            if len(leaves) != 6 * L + 1:
+                return None
+            grads = torch.autograd.grad(val, [x for *_, x in leaves], allow_unused=True)
+        del logits, val
+        gr: dict[int, dict[str, Tensor]] = {layer: {} for layer in range(L + 1)}
+        for (layer, key, x), gx in zip(leaves, grads):
+            gr[layer][key] = torch.zeros_like(x) if gx is None else gx
+        del leaves, grads
+
+        def add(p0: int, gx: Tensor) -> None:
+            n_u, n = int(n_src[p0]), gx.shape[2]
+            g_t = gx.permute(2, 0, 1, 3).reshape(n, -1)
+            full[p0:p0 + n, :n_u] += (g_t @ d_t[:n_u].T).float().cpu() / (B * len(runs))
+
+        for layer in range(L):
+            st[layer]["k"], st[layer]["v"] = st[layer]["k"].detach(), st[layer]["v"].detach()
+            kv = _gqa_port_grads(model, layer, st[layer], gr[layer], tol)
+            if kv is None:
+                return None
+            add(g.port_index(layer, "q", 0), gr[layer]["q"])
+            add(g.port_index(layer, "k", 0), kv["k"])
+            add(g.port_index(layer, "v", 0), kv["v"])
+            add(g.port_index(layer, "mlp"), gr[layer]["mlp"][:, :, None])
+            st[layer].clear()
+        add(g.port_index(L, "logits"), gr[L]["logits"][:, :, None])
     return full
 
 

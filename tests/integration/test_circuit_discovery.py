@@ -309,3 +309,24 @@ def test_exact_is_refused_on_alibi_with_a_pointer(tiny_dirs):
     with pytest.raises(NotImplementedError, match="ALiBi.*eap-ig-inputs"):
         discover(model, _pairs(model, b=2, p=5), method="exact")
     assert_no_hooks(model)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_gqa_gradients_in_one_pass_equal_per_group_copies(tiny_dirs, family, monkeypatch):
+    """The one-pass split of a shared key/value gradient into query-head shares equals running
+    one copy of the batch per query head of a group (EAP and EAP-IG)."""
+    from interp.circuits import _discover as D
+
+    model = load_tiny(tiny_dirs, family)
+    assert describe(model).is_gqa
+    ps = _pairs(model, b=3, p=6)
+    s = D._Setup(model, ps, "logit_diff")
+    for alphas in (None, [0.2, 0.7]):
+        fast = D._grad_matrix_gqa(s, ps, alphas)
+        assert fast is not None
+        with monkeypatch.context() as mp:
+            mp.setattr(D, "_grad_matrix_gqa", lambda *a: None)
+            slow = D._grad_matrix(s, ps, alphas)
+        assert float(slow.abs().max()) > 1e-2
+        assert float((fast - slow).abs().max()) <= 1e-5
+    assert_no_hooks(model)
