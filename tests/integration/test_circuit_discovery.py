@@ -311,22 +311,22 @@ def test_exact_is_refused_on_alibi_with_a_pointer(tiny_dirs):
     assert_no_hooks(model)
 
 
-@pytest.mark.parametrize("family", ["qwen2", "llama"])
-def test_gqa_gradients_in_one_pass_equal_per_group_copies(tiny_dirs, family, monkeypatch):
-    """The one-pass split of a shared key/value gradient into query-head shares equals running
-    one copy of the batch per query head of a group (EAP and EAP-IG)."""
+@pytest.mark.parametrize("family", ["gpt2", "neox", "qwen2", "llama"])
+def test_one_pass_gradients_equal_split_input_forward(tiny_dirs, family, monkeypatch):
+    """EAP / EAP-IG gradients from one plain forward (per-head q/k/v gradients taken back
+    through the norm; on GQA models each query head's share of a shared key/value) equal the
+    forward with a separate residual copy per port (one batch copy per query head of a group)."""
     from interp.circuits import _discover as D
 
     model = load_tiny(tiny_dirs, family)
-    assert describe(model).is_gqa
     ps = _pairs(model, b=3, p=6)
     s = D._Setup(model, ps, "logit_diff")
     for alphas in (None, [0.2, 0.7]):
-        fast = D._grad_matrix_gqa(s, ps, alphas)
+        fast = D._grad_matrix_fast(s, ps, alphas)
         assert fast is not None
         with monkeypatch.context() as mp:
-            mp.setattr(D, "_grad_matrix_gqa", lambda *a: None)
+            mp.setattr(D, "_grad_matrix_fast", lambda *a: None)
             slow = D._grad_matrix(s, ps, alphas)
         assert float(slow.abs().max()) > 1e-2
-        assert float((fast - slow).abs().max()) <= 1e-5
+        assert float((fast - slow).abs().max()) <= 1e-5 * (1 + float(slow.abs().max()))
     assert_no_hooks(model)
