@@ -146,7 +146,7 @@ def _tl_logit_diff(ps):
 
 
 def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "float32",
-              extra: bool = True) -> tuple[list[dict], dict]:
+              extra: bool = True, only: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
     import interp
     from interp import prompts as P
     from interp.ablation import direct_vs_total, head_importance, knockout_sweep, prune_heads
@@ -168,6 +168,8 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
     summary: dict = {"max_abs_diff": 0.0}
 
     def add(method: str, fn, *, tl=None, compare=None):
+        if only and not any(o in method for o in only):
+            return None
         out, t, mem = measure(fn)
         row = {"shape": name, "method": method, "seconds": round(t, 2),
                "fwd": round(t / f_time, 2), "mem": round(mem / max(cache_mem, 1), 2)}
@@ -189,8 +191,9 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
         tl=(lambda: _tl_edges(model, ps)) if tl_edges else None)
     n_send = model.cfg.n_layers * model.cfg.n_heads
     res = add("path_patching(logits)", lambda: path_patching(model, ps, receivers="logits"))
-    rows[-1]["fwd_per_sender"] = round(rows[-1]["fwd"] / n_send, 3)
-    summary["path_fwd_per_sender"] = rows[-1]["fwd_per_sender"]
+    if res is not None:
+        rows[-1]["fwd_per_sender"] = round(rows[-1]["fwd"] / n_send, 3)
+        summary["path_fwd_per_sender"] = rows[-1]["fwd_per_sender"]
     del res
     tl = (lambda: _tl_heads(model, ps)) if tl_patching else None
     add("activation_patching(z, all pos)",
@@ -220,9 +223,11 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
     for r in rows:
         r["cache_mb"] = round(cache_mem / 2**20)
     by = {r["method"]: r for r in rows}
-    summary.update(lens_fwd=by["logit_lens"]["fwd"], eap_fwd=by["edge_attribution"]["fwd"],
-                   atp_fwd=by["attribution_patching(z)"]["fwd"],
-                   heads_ioi_vs_tl=by["activation_patching(z, all pos)"].get("vs_tl", math.nan),
+    def get(method, key="fwd"):
+        return by.get(method, {}).get(key, math.nan)
+    summary.update(lens_fwd=get("logit_lens"), eap_fwd=get("edge_attribution"),
+                   atp_fwd=get("attribution_patching(z)"),
+                   heads_ioi_vs_tl=get("activation_patching(z, all pos)", "vs_tl"),
                    worst_mem_ratio=max(r["mem"] for r in rows), forward_s=f_time)
     return rows, summary
 
@@ -315,6 +320,8 @@ def main() -> None:
                          "circuit discovery, retrieval)")
     ap.add_argument("--long", type=int, default=0, metavar="TOKENS",
                     help="also run retrieval and patching on one prompt of TOKENS tokens")
+    ap.add_argument("--only", default="", help="comma-separated parts of method names to run "
+                    "(e.g. 'logit_lens,edge_attribution')")
     ap.add_argument("--long-only", action="store_true", help="only the long-context rows "
                     "(4096 tokens unless --long says otherwise)")
     args = ap.parse_args()
@@ -332,7 +339,8 @@ def main() -> None:
         return
     for name in args.shapes.split(","):
         r, s = run_shape(name.strip(), tl_patching=args.tl_patching, tl_edges=args.tl_edges,
-                         dtype=args.dtype, extra=not args.basic)
+                         dtype=args.dtype, extra=not args.basic,
+                         only=tuple(o for o in args.only.split(",") if o))
         rows += r
         sums.append(s)
     print(pd.DataFrame(rows).to_string(index=False))

@@ -22,7 +22,7 @@ from interp.prompts import PROMPT_KINDS, PromptSpec  # noqa: F401 (PROMPT_KINDS:
 T = TypeVar("T")
 
 #: prompt set per zoo model (the task that exercises its circuit)
-TASK_OF = {name: e.task for name, e in ZOO.items()}
+TASK_OF = {name: e.task for name, e in ZOO.items() if e.task}
 
 
 def default_model() -> str:

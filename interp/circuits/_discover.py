@@ -205,6 +205,32 @@ def _row_metric(m, sub: PromptSet, metric: MetricSpec, rows_b: Tensor | None,
     return m.from_full(logits, sub)
 
 
+def _sender_outputs(model, tokens: Tensor, g: Graph):
+    """``(logits, [batch, pos, sender, d_model] sender outputs, final residual)`` from one
+    forward with per-head results recorded (no per-port residual copies); None where the
+    hook points do not all fire."""
+    L = g.n_layers
+    names = [H.resid_pre(0), H.resid_post(L - 1)]
+    for layer in range(L):
+        names += [H.head_result(layer), H.mlp_out(layer)]
+    old = bool(getattr(model.cfg, "use_attn_result", False))
+    try:
+        model.set_use_attn_result(True)
+        logits, cache = model.run_with_cache(tokens, names_filter=names)
+    except NotImplementedError:
+        return None
+    finally:
+        model.set_use_attn_result(old)
+    if any(n not in cache for n in names):
+        return None
+    parts = [cache[H.resid_pre(0)][:, :, None]]
+    for layer in range(L):
+        parts += [cache[H.head_result(layer)], cache[H.mlp_out(layer)][:, :, None]]
+    if any(p.shape[2] != n for p, n in zip(parts[1::2], [g.n_heads] * L)):
+        return None
+    return logits, torch.cat(parts, dim=2), cache[H.resid_post(L - 1)]
+
+
 class _Setup:
     """Clean and corrupted runs: sender outputs, metrics, the decomposition check."""
 
@@ -212,12 +238,19 @@ class _Setup:
         self.clean, self.corr = check_inputs(model, prompts)
         self.graph = Graph.from_model(model)
         self.fw = PortForward(model, self.graph)
+        with _split_mode(model):  # a family without per-port inputs is refused here, clearly
+            pass
         with torch.no_grad():
-            logits_c = self.fw.run(self.clean)
-            C, fin_c = self.fw.sent(), self.fw.final
-            logits_z = self.fw.run(self.corr)
-            Z, fin_z = self.fw.sent(), self.fw.final
-            self.fw.out = {}
+            got = _sender_outputs(model, self.clean, self.graph)
+            if got is None:  # the per-port forward records them too (slower)
+                logits_c = self.fw.run(self.clean)
+                C, fin_c = self.fw.sent(), self.fw.final
+                logits_z = self.fw.run(self.corr)
+                Z, fin_z = self.fw.sent(), self.fw.final
+                self.fw.out = {}
+            else:
+                logits_c, C, fin_c = got
+                logits_z, Z, fin_z = _sender_outputs(model, self.corr, self.graph)
         self.m, self.sign = _metric(model, prompts, metric, logits_c)
         self.metric = metric
         self.clean_ref = logits_at(logits_c, prompts.answer_pos).detach()

@@ -86,6 +86,9 @@ def _auto_kind(model, spec: str) -> str:
     from interp.models import ZOO
 
     if spec in ZOO:
+        if not ZOO[spec].task:
+            _fail(f"zoo model {spec!r} reads no text prompts (inputs are token ids); use its "
+                  "Python API instead (see its model card).")
         return ZOO[spec].task
     name = getattr(model.tokenizer, "name_or_path", "") or ""
     return next((k for k in ("induction", "needle") if k in Path(name).name), "ioi")

@@ -13,7 +13,7 @@ class ZooEntry:
     name: str
     family: str
     summary: str
-    task: str  # the prompt set that exercises its circuit
+    task: str  # the prompt set that exercises its circuit ("" when it reads no text prompts)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -36,6 +36,12 @@ ZOO: dict[str, ZooEntry] = {
             "Llama (GQA)",
             "long-context retrieval of a needle fact from a haystack: retrieval heads",
             "needle",
+        ),
+        ZooEntry(
+            "modadd",
+            "GPT-2 (1 layer, ReLU)",
+            "a + b mod 59, grokked; checkpoints over training (interp.dynamics.grokking)",
+            "",
         ),
     ]
 }

@@ -31,7 +31,7 @@ st.caption("Everything else in the explorer runs on the model and prompt set cho
 with st.expander("Choose the model", expanded=False):
     source = st.radio("source", ["zoo", "local directory", "Hub id"], horizontal=True, key="m_source")
     if source == "zoo":
-        names = list(ZOO)
+        names = [n for n in ZOO if ZOO[n].task]  # models that read text prompts
         cur = ss.model_spec if ss.model_spec in names else names[0]
         spec = st.selectbox("zoo model", names, index=names.index(cur), key="m_zoo",
                             format_func=lambda n: f"{n} - {ZOO[n].summary}")

@@ -1,6 +1,6 @@
 """Train (or re-evaluate) a zoo model: ``python -m interp.models.train NAME [--out DIR] [--minutes M]``.
 
-NAME is one of induction, ioi, needle. ``--eval-only`` re-runs the recipe's eval on the saved
+NAME is one of induction, ioi, needle, modadd. ``--eval-only`` re-runs the recipe's eval on the saved
 model in DIR and rewrites metrics.json and MODEL_CARD.md (keeping the recorded training info).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from interp.models.train import common as C
 
-DEFAULT_MINUTES = {"induction": 20.0, "ioi": 30.0, "needle": 45.0}
+DEFAULT_MINUTES = {"induction": 20.0, "ioi": 30.0, "needle": 45.0, "modadd": 30.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["INTERP_TRAIN_THREADS"] = str(args.threads)
-    if args.eval_only:
+    if args.eval_only and args.name == "modadd":  # measured on its checkpoints
+        res = mod.finish(out)
+    elif args.eval_only:
         from transformers import AutoModelForCausalLM
 
         from interp.prompts import _language as L

@@ -1,0 +1,95 @@
+"""Grokking modular addition (Nanda et al. 2023) on the zoo `modadd` model's checkpoints.
+
+The model (one layer, ReLU MLP) was trained full batch on a fixed fraction of all pairs
+a + b mod p with strong weight decay. Over its shipped checkpoints:
+
+1. Train and test loss: the training pairs are memorised long before the test pairs are
+   predicted (the grokking delay).
+2. Restricted loss (logits kept only along cos/sin(w_k (a + b)) for the key frequencies of the
+   final embedding) falls before the test loss does.
+3. The final logits are mostly sum_k alpha_k cos(w_k (a + b - c)) (fraction of variance).
+
+Reported next to the paper's values but not checked, because the shipped model (LayerNorm,
+d_model 64, p = 59) does not reproduce them: a sparse embedding in the Fourier basis, the rise
+of the excluded loss during circuit formation and the fall of the weight norm in cleanup.
+
+Run: python examples/grokking.py [--fast]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from _common import Report, parse_args, table
+
+
+def main(argv=None) -> int:
+    args = parse_args(__doc__, "modadd", argv)
+    import torch
+
+    from interp.dynamics import Checkpoints
+    from interp.dynamics import grokking as G
+    from interp.models import zoo_path
+
+    torch.set_grad_enabled(False)
+    if args.model != "modadd":
+        print("error: this reproduction reads the zoo modadd model's checkpoints only",
+              file=sys.stderr)
+        return 2
+    cps = Checkpoints.zoo("modadd")
+    if args.fast:
+        cps = cps.subset(12)
+    mask = G.load_split(zoo_path("modadd"))
+    res = G.progress_over_training(cps, mask, progress=False)
+    keys = res.meta["key_frequencies"]
+    steps = cps.steps
+    col = {m: res.values[:, i].tolist() for i, m in enumerate(G.MEASURES)}
+    p = int(round(math.sqrt(len(mask))))
+    log_p = math.log(p)
+
+    table(f"Progress measures over training (key frequencies {keys}, p = {p})",
+          ["step"] + list(G.MEASURES),
+          [[s] + [col[m][i] for m in G.MEASURES] for i, s in enumerate(steps)])
+
+    tp = G.turning_points(res)
+    mem, grok, restr = tp["memorised"], tp["grokked"], tp["restricted"]
+    i_mem = steps.index(mem) if mem is not None else 0
+    excl_peak = tp["excluded_peak_value"]
+    rep = Report("grokking on zoo modadd")
+
+    rep.check("memorised (train loss < 0.05) at step", mem if mem is not None else "never",
+              mem is not None and col["test_loss"][i_mem] > 1.0,
+              "test loss still > 1 then", "memorisation comes first (paper: ~1.4k of 40k epochs)")
+    rep.check("grokked (test loss < 0.1) at step", grok if grok is not None else "never",
+              grok is not None and mem is not None and grok >= 3 * max(mem, 1),
+              ">= 3x the memorisation step", "the grokking delay (paper: ~13k vs ~1.4k epochs)")
+    norms = G.embedding_frequency_norms(cps[-1].load()).pow(2)
+    share = float(norms[[k - 1 for k in keys]].sum() / norms.sum())
+    rep.check("restricted loss < 0.5 at step", restr if restr is not None else "never",
+              restr is not None and grok is not None and restr <= grok, "<= the grokking step",
+              "the key-frequency circuit works before test loss falls (paper: Fig. 7)")
+    # Reported, not checked: the shipped model (LayerNorm, d_model 64) does not show these
+    # parts of the paper's picture; the model card says so with the numbers.
+    table("Compared with the paper, not checked (see the model card)",
+          ["measure", "measured", "paper"],
+          [["embedding norm^2 on the key frequencies", share,
+            "most of it on 5 frequencies (Fig. 3)"],
+           ["excluded loss peak after memorising / at memorising",
+            excl_peak / max(col["excluded_loss"][i_mem], 1e-9),
+            "rises by orders of magnitude during circuit formation (Fig. 7)"],
+           ["weight norm final / at memorisation",
+            col["weight_norm"][-1] / col["weight_norm"][i_mem], "< 1: falls in cleanup"]])
+    rep.check("final test loss", col["test_loss"][-1], col["test_loss"][-1] < 0.1, "< 0.1",
+              "the model generalises")
+    rep.check("final restricted loss / log p", col["restricted_loss"][-1] / log_p,
+              col["restricted_loss"][-1] < 0.1 * log_p, "< 0.1",
+              "the key frequencies alone predict the answer")
+    rep.check("variance of final logits explained by sum cos(w_k(a+b-c))", col["cos_fit"][-1],
+              col["cos_fit"][-1] >= 0.5, ">= 0.5",
+              "the logits are mostly the paper's cosine form")
+    return rep.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
