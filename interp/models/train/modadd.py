@@ -225,7 +225,8 @@ during circuit formation and the weight norm falls during cleanup. Here: share o
 squared norm on the key frequencies {share:.2f}; excluded loss, peak after memorising over its
 value at memorising, {excl_ratio:.2f}; weight norm, final over at memorising, {wn_ratio:.2f}. The
 Fourier spectrum of this model is spread over many frequencies (a dense solution rather than
-the paper's sparse one); LayerNorm and the small width are the likely causes. The grokking delay
+the paper's sparse one); a run at d_model 128 was as flat, so LayerNorm (which makes the
+embedding's scale per direction irrelevant) is the likely cause rather than the width. The grokking delay
 and the early fall of the restricted loss are reproduced (`examples/grokking.py` checks them).
 
 ## Over training
