@@ -31,7 +31,7 @@ def test_models_lists_zoo(tmp_path):
     assert res.exit_code == 0, res.output
     assert "induction" in res.output and "needle" in res.output
     rows = json.loads((tmp_path / "zoo.json").read_text())
-    assert {r["name"] for r in rows} == {"ioi", "induction", "needle"}
+    assert {r["name"] for r in rows} == {"ioi", "induction", "needle", "modadd"}
 
 
 def test_bad_model_exits_nonzero_with_message():

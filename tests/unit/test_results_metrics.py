@@ -15,6 +15,7 @@ from interp.metrics import (
     normalise,
     resolve_metric,
 )
+from interp.dynamics import TrackResult
 from interp.prompts import PromptSet
 from interp.results import Result
 
@@ -163,6 +164,10 @@ def _every_result():
             values=rnd(2, 4), dims=("ranking", "size"),
             coords={"ranking": ["signed", "abs"], "size": ["1", "10", "50", "100"]},
             meta={"cpr": 0.8, "cmd": 0.2, "n_edges": [1, 5, 20, 40], "method": "eap"}),
+        "TrackResult": TrackResult(
+            values=rnd(3, 2), dims=("step", "measure"),
+            coords={"step": ["0", "100", "1000"], "measure": ["train_loss", "test_loss"]},
+            meta={"name": "losses", "steps": [0, 100, 1000]}),
     }
     return out
 
