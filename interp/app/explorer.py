@@ -22,6 +22,7 @@ PAGES = [
     st.Page("pages/dla.py", title="Direct logit attribution", icon=":material/bar_chart:"),
     st.Page("pages/retrieval.py", title="Retrieval heads", icon=":material/search:"),
     st.Page("pages/circuit.py", title="Circuit", icon=":material/hub:"),
+    st.Page("pages/training.py", title="Training", icon=":material/timeline:"),
     st.Page("pages/export.py", title="Export report", icon=":material/download:"),
 ]
 page = st.navigation(PAGES)

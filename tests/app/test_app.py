@@ -356,3 +356,17 @@ def test_dla_page_shows_heads_and_the_logit_difference_by_layer():
 
     n_layers = json.loads((zoo_path(DEFAULT_MODEL) / "config.json").read_text())["n_layer"]
     assert len(by_layer["data"][-1]["y"]) == n_layers + 1  # after the embeddings + each layer
+
+
+def test_training_page_shows_grokking_over_the_checkpoints():
+    at = page(app(), "training")
+    m = metrics(at)
+    mem, grok = int(m["memorised at step"]), int(m["grokked at step"])
+    assert 0 < mem < grok  # memorisation first, generalisation later
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert any("Progress measures" in t for t in titles)
+    fourier = next(c for c in charts(at) if "Fourier" in c["layout"]["title"]["text"])
+    assert len(fourier["data"][0]["x"]) >= 10  # one column per checkpoint
+    at.radio(key="tr_source").set_value("a directory").run()
+    at.text_input(key="tr_dir").set_value("/no/such/run").run()
+    assert at.error and "step_<N>" in at.error[0].value

@@ -39,6 +39,7 @@ PAGES = [
     ("dla", "Direct logit attribution", None, ".js-plotly-plot"),
     ("retrieval", "Retrieval heads", "interp.retrieval", ".js-plotly-plot"),
     ("circuit", "Circuit", "interp.attribution", ".js-plotly-plot"),
+    ("training", "Training", "interp.dynamics", ".js-plotly-plot"),
     ("export", "Export report", None, "[data-testid='stDownloadButton']"),
 ]
 ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
