@@ -87,3 +87,18 @@ def table(title: str, columns: list[str], rows: list[list]) -> None:
 
 def head_label(layer: int, head: int) -> str:
     return label(Head(layer, head))
+
+
+def zoo_checkpoints(args, name: str):
+    """The checkpoints shipped with zoo model ``name`` (gradients off); exit 2 when the script
+    was asked for another model."""
+    import torch
+
+    from interp.dynamics import Checkpoints
+
+    torch.set_grad_enabled(False)
+    if args.model != name:
+        print(f"error: this reproduction reads the zoo {name} model's checkpoints only",
+              file=sys.stderr)
+        sys.exit(2)
+    return Checkpoints.zoo(name)

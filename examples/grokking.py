@@ -21,23 +21,15 @@ from __future__ import annotations
 import math
 import sys
 
-from _common import Report, parse_args, table
+from _common import Report, parse_args, table, zoo_checkpoints
 
 
 def main(argv=None) -> int:
     args = parse_args(__doc__, "modadd", argv)
-    import torch
-
-    from interp.dynamics import Checkpoints
     from interp.dynamics import grokking as G
     from interp.models import zoo_path
 
-    torch.set_grad_enabled(False)
-    if args.model != "modadd":
-        print("error: this reproduction reads the zoo modadd model's checkpoints only",
-              file=sys.stderr)
-        return 2
-    cps = Checkpoints.zoo("modadd")
+    cps = zoo_checkpoints(args, "modadd")
     if args.fast:
         cps = cps.subset(12)
     mask = G.load_split(zoo_path("modadd"))

@@ -19,7 +19,7 @@ SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith(
 
 
 def test_every_example_is_listed():
-    assert {"grokking.py", "induction_heads.py", "ioi_circuit.py", "logit_lens.py", "pruning.py",
+    assert {"grokking.py", "induction_formation.py", "induction_heads.py", "ioi_circuit.py", "logit_lens.py", "pruning.py",
             "retrieval_heads.py"} <= set(SCRIPTS)
 
 

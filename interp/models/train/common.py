@@ -91,6 +91,7 @@ def train_loop(
     eval_fn: Callable[[int], bool] | None = None,
     log_every: int = 25,
     log: Callable[[str], None] = print,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """AdamW with warmup + cosine; stops at ``max_steps``, at the time budget, or when
     ``eval_fn(step)`` returns True (converged). Returns steps done and seconds taken."""
@@ -101,6 +102,8 @@ def train_loop(
     stop_reason = "max_steps"
     running = None
     model.train()
+    if on_step is not None:
+        on_step(0)
     while step < max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, max_steps, lr, warmup)
@@ -115,6 +118,10 @@ def train_loop(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        if on_step is not None:
+            model.eval()
+            on_step(step)
+            model.train()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if step % log_every == 0:
             log(f"step {step} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} "
@@ -132,6 +139,19 @@ def train_loop(
             break
     model.eval()
     return {"steps": step, "seconds": round(time.time() - t0, 1), "stop_reason": stop_reason}
+
+
+def checkpoint_saver(model, root: Path, steps: list[int]) -> Callable[[int], None]:
+    """An ``on_step`` callback writing float16 copies of ``model`` (HF format, with the zoo
+    tokenizer) to ``root/step_<N>`` at the given steps."""
+    import copy
+
+    wanted = set(steps)
+
+    def save(step: int) -> None:
+        if step in wanted:
+            save_model(copy.deepcopy(model).half(), root / f"step_{step}")
+    return save
 
 
 def save_model(model, out: Path) -> None:

@@ -117,8 +117,14 @@ def evaluate(model, n: int = EVAL_BATCH, length: int = EVAL_LEN, seed: int = EVA
     }
 
 
+#: checkpoints kept by the recipe (``checkpoints/step_<N>``, float16): sparse early, dense over
+#: steps 600-1300 where the previous-token and induction heads form (seed 0, one thread)
+CHECKPOINT_STEPS = [0, 100, 300, 600, 700, 800, 850, 900, 950, 1000, 1100, 1300, 3000]
+
+
 def train(out: Path, minutes: float = 20.0, max_steps: int = 3000, batch_size: int = 16,
-          log=print, command: str | None = None, init_model=None, prior: dict | None = None) -> dict[str, Any]:
+          log=print, command: str | None = None, init_model=None, prior: dict | None = None,
+          checkpoints: bool = True) -> dict[str, Any]:
     C.setup(SEED)
     model = make_model() if init_model is None else init_model
     vocab = L.ordinary_token_ids()
@@ -156,8 +162,10 @@ def train(out: Path, minutes: float = 20.0, max_steps: int = 3000, batch_size: i
         return (m["induction_score_best"] >= 0.9 and m["prev_token_score_best"] >= 0.6
                 and m["loss_ratio_second_over_first"] <= 0.05)
 
+    saver = (C.checkpoint_saver(model, out / "checkpoints", CHECKPOINT_STEPS)
+             if checkpoints and init_model is None else None)
     info = C.train_loop(model, batch_fn, loss_fn, max_steps=max_steps, minutes=minutes, lr=2e-3,
-                        warmup=50, eval_every=100, eval_fn=eval_fn, log=log)
+                        warmup=50, eval_every=100, eval_fn=eval_fn, log=log, on_step=saver)
     if prior:
         info = C.merge_stages(prior, info)
     C.save_model(model, out)
