@@ -8,6 +8,7 @@ answers at once.
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -47,6 +48,7 @@ app = typer.Typer(
         "  interp ablate ioi --heads L3H0,L3H1 # ablate two heads\n\n"
         "  interp lens ioi                     # logit lens at the answer position\n\n"
         "  interp heads induction --score induction\n\n"
+        "  interp circuit ioi --top-n 200 --out circuit.json\n\n"
         "  interp app                          # the Streamlit explorer"
     ),
     no_args_is_help=True,
@@ -330,6 +332,77 @@ def heads(
                 .rename(columns={"component_label": "head", "value": "score"}),
                 f"top {top} heads by {score.value} score")
     write_out(out, res, res.to_frame())
+
+
+class CircuitMethod(str, Enum):
+    eap = "eap"
+    eap_ig_inputs = "eap-ig-inputs"
+    exact = "exact"
+
+
+@app.command()
+def circuit(
+    spec: str = typer.Argument(..., metavar="MODEL", help="zoo name, HF directory or Hub id"),
+    method: CircuitMethod = typer.Option(CircuitMethod.eap_ig_inputs, "--method", "-m"),
+    top_n: int | None = typer.Option(None, "--top-n", min=1,
+                                     help="keep the N edges with the largest |score| (default 200)"),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0,
+                                           help="keep the edges with |score| >= this instead"),
+    prompts: PromptKind = typer.Option(PromptKind.auto, "--prompts", "-p"),
+    n: int = typer.Option(16, "--n", min=1, help="number of prompt pairs"),
+    seed: int = typer.Option(0, "--seed"),
+    metric: MetricName = typer.Option(MetricName.logit_diff, "--metric"),
+    ig_steps: int = typer.Option(5, "--ig-steps", min=1, help="EAP-IG interpolation steps"),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="write the circuit: .json (EAP-IG graph JSON) or .dot"),
+):
+    """Find a circuit: score every edge, keep the top ones, measure its faithfulness.
+
+    Edges run from the input, each head and each MLP to each head's q/k/v input, each MLP and
+    the logits; outside the circuit an edge carries the corrupted run's value.
+
+    Examples:
+
+      interp circuit ioi --method eap-ig-inputs --top-n 200 --out circuit.json
+
+      interp circuit needle --method eap --threshold 0.01 --out circuit.dot
+    """
+    if top_n is not None and threshold is not None:
+        _fail("give --top-n or --threshold, not both")
+    if out is not None and out.suffix not in (".json", ".dot"):
+        _fail(f"--out must end in .json (EAP-IG graph JSON) or .dot (Graphviz), got {out.name!r}")
+    model, ps = _load_with_prompts(spec, prompts, n, seed)
+    from interp.circuits import discover, evaluate
+
+    g = _run(discover, model, ps, method=method.value, metric=metric.value, ig_steps=ig_steps)
+    if threshold is not None:
+        g.threshold(threshold)
+    else:
+        g.top_n(top_n or 200)
+    faith = _run(evaluate, model, ps, g, metric=metric.value)
+    import json
+
+    import pandas as pd
+
+    names = g.edge_names()
+    kept = sorted(g.in_graph.nonzero()[:, 0].tolist(), key=lambda i: -abs(float(g.scores[i])))
+    frame = pd.DataFrame({"edge": [names[i] for i in kept],
+                          "score": [float(g.scores[i]) for i in kept]})
+    print_frame(frame.head(15), f"{method.value}: top edges of {g.n_in_graph} kept "
+                f"(of {g.n_edges}; {int(g.nodes_in_graph.sum())} nodes)")
+    _console().print(f"faithfulness {faith['faithfulness']:.3f} (circuit {faith['circuit']:.3f}, "
+                     f"full model {faith['full']:.3f}, empty {faith['empty']:.3f}; "
+                     f"metric {metric.value})")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".json":
+            doc = g.to_eap_json()
+            doc["meta"] = {**{k: v for k, v in g.meta.items() if k != "valid"},
+                           "faithfulness": faith}
+            out.write_text(json.dumps(doc, indent=1, default=str))
+        else:
+            out.write_text(g.to_dot())
+        _console().print(f"wrote {out}")
 
 
 @app.command("app")

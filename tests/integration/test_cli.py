@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from interp.cli import app
@@ -170,3 +171,30 @@ def test_patch_path_to_logits(tmp_path):
     assert doc["dims"] == ["layer", "head"] and doc["meta"]["direction"] == "noising"
     res = runner.invoke(app, ["patch", "ioi", "--path", "--receivers", "L9H0", "--n", "2"])
     assert res.exit_code == 2 and "out of range" in res.output
+
+
+def test_circuit_writes_eap_ig_json_and_dot(tmp_path):
+    out = tmp_path / "circuit.json"
+    res = runner.invoke(app, ["circuit", "ioi", "--method", "eap", "--top-n", "20", "--n", "4",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "faithfulness" in res.output
+    doc = json.loads(out.read_text())
+    kept = [k for k, e in doc["edges"].items() if e["in_graph"]]
+    assert 0 < len(kept) <= 20 and len(doc["edges"]) == 1519  # the ioi model's full graph
+    top20 = sorted(doc["edges"], key=lambda k: -abs(doc["edges"][k]["score"]))[:20]
+    assert set(kept) <= set(top20)  # the top 20 by |score|, less edges left dangling
+    f = doc["meta"]["faithfulness"]
+    assert f["faithfulness"] == pytest.approx((f["circuit"] - f["empty"]) / (f["full"] - f["empty"]))
+    dot = tmp_path / "circuit.dot"
+    res = runner.invoke(app, ["circuit", "ioi", "--method", "eap", "--threshold", "0.5", "--n", "4",
+                              "--out", str(dot)])
+    assert res.exit_code == 0, res.output
+    assert dot.read_text().startswith("digraph circuit")
+
+
+def test_circuit_refuses_bad_options():
+    res = runner.invoke(app, ["circuit", "ioi", "--top-n", "5", "--threshold", "0.1"])
+    assert res.exit_code == 2 and "not both" in res.output
+    res = runner.invoke(app, ["circuit", "ioi", "--out", "c.txt"])
+    assert res.exit_code == 2 and ".json" in res.output

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from interp.dynamics import TrackResult
 from interp.metrics import (
     bootstrap_ci,
     logit_diff_fn,
@@ -15,7 +16,6 @@ from interp.metrics import (
     normalise,
     resolve_metric,
 )
-from interp.dynamics import TrackResult
 from interp.prompts import PromptSet
 from interp.results import Result
 
