@@ -46,7 +46,7 @@ from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
 from interp.prompts import PromptSet
 
-Method = Literal["eap", "eap-ig-inputs", "exact", "exact-reference"]
+Method = Literal["eap", "eap-ig-inputs", "exact", "acdc", "exact-reference"]
 SIGN_CONVENTION = ("score(u->p) = M(clean) - M(clean with edge u->p corrupted), mean over "
                    "examples (negated for metrics where lower is better): positive = the edge "
                    "helps the task")
@@ -734,18 +734,25 @@ def discover(
     metric: MetricSpec = "logit_diff",
     ig_steps: int = 5,
     chunk_rows: int | None = None,
+    threshold: float = 0.01,
 ) -> Graph:
     """Score every edge of the model's graph (see :class:`Graph`) and return the graph.
 
     ``method``: ``"eap"``, ``"eap-ig-inputs"`` (``ig_steps`` interpolation steps), ``"exact"``
     (batched exact edge patching; ``chunk_rows`` rows per forward), ``"exact-reference"``.
     Scores follow the module's sign convention. No edge is selected yet: call
-    ``graph.top_n(n)``, ``graph.threshold(t)`` or ``graph.greedy(n)``."""
+    ``graph.top_n(n)``, ``graph.threshold(t)`` or ``graph.greedy(n)``.
+    ``"acdc"`` (Conmy et al. 2023, see ``interp.circuits._acdc``) selects the edges itself:
+    ``threshold`` is its tau, and ``metric="kl"`` its usual criterion."""
     if method == "exact-reference":
         return exact_reference(model, prompts, metric=metric)
+    if method == "acdc":
+        from interp.circuits._acdc import acdc
+
+        return acdc(model, prompts, threshold=threshold, metric=metric)
     if method not in ("eap", "eap-ig-inputs", "exact"):
-        raise ValueError(f"unknown method {method!r}; use 'eap', 'eap-ig-inputs', 'exact' or "
-                         "'exact-reference'.")
+        raise ValueError(f"unknown method {method!r}; use 'eap', 'eap-ig-inputs', 'exact', "
+                         "'acdc' or 'exact-reference'.")
     if method == "eap-ig-inputs" and int(ig_steps) < 1:
         raise ValueError("ig_steps must be at least 1.")
     s = _Setup(model, prompts, metric)

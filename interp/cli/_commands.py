@@ -338,6 +338,7 @@ class CircuitMethod(str, Enum):
     eap = "eap"
     eap_ig_inputs = "eap-ig-inputs"
     exact = "exact"
+    acdc = "acdc"
 
 
 @app.command()
@@ -356,7 +357,8 @@ def circuit(
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="write the circuit: .json (EAP-IG graph JSON) or .dot"),
 ):
-    """Find a circuit: score every edge, keep the top ones, measure its faithfulness.
+    """Find a circuit: score every edge, keep the top ones, measure its faithfulness. With
+    --method acdc, edges are pruned one at a time while the metric moves less than --threshold.
 
     Edges run from the input, each head and each MLP to each head's q/k/v input, each MLP and
     the logits; outside the circuit an edge carries the corrupted run's value.
@@ -374,11 +376,18 @@ def circuit(
     model, ps = _load_with_prompts(spec, prompts, n, seed)
     from interp.circuits import discover, evaluate
 
-    g = _run(discover, model, ps, method=method.value, metric=metric.value, ig_steps=ig_steps)
-    if threshold is not None:
-        g.threshold(threshold)
+    if method is CircuitMethod.acdc:  # selects its edges itself: --threshold is its tau
+        if top_n is not None:
+            _fail("--method acdc selects its own edges: give --threshold (its tau), not --top-n")
+        g = _run(discover, model, ps, method="acdc", metric=metric.value,
+                 threshold=0.01 if threshold is None else threshold)
     else:
-        g.top_n(top_n or 200)
+        g = _run(discover, model, ps, method=method.value, metric=metric.value,
+                 ig_steps=ig_steps)
+        if threshold is not None:
+            g.threshold(threshold)
+        else:
+            g.top_n(top_n or 200)
     faith = _run(evaluate, model, ps, g, metric=metric.value)
     import json
 

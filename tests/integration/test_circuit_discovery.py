@@ -262,7 +262,7 @@ def test_bad_input_errors(tiny_dirs):
         bad.corrupted_tokens = ps.corrupted_tokens[:, :4]
         check_inputs(model, bad)
     with pytest.raises(ValueError, match="unknown method"):
-        discover(model, ps, method="acdc")
+        discover(model, ps, method="nope")
 
 
 def test_unsupported_family_says_what_to_use(tiny_dirs):
@@ -329,4 +329,28 @@ def test_one_pass_gradients_equal_split_input_forward(tiny_dirs, family, monkeyp
             slow = D._grad_matrix(s, ps, alphas)
         assert float(slow.abs().max()) > 1e-2
         assert float((fast - slow).abs().max()) <= 1e-5 * (1 + float(slow.abs().max()))
+    assert_no_hooks(model)
+
+
+def test_acdc_recovers_the_planted_circuit(tiny_dirs):
+    """On the planted model (only L0H1 and L2H3 write anything), ACDC keeps only edges among
+    input, L0H1, L2H3 and the logits; every edge of an inert head or MLP is removed."""
+    from interp.circuits import acdc
+
+    base = load_tiny(tiny_dirs, "gpt2")
+    info = describe(base)
+    dead = [(lay, h) for lay in range(info.n_layers) for h in range(info.n_heads)
+            if f"a{lay}.h{h}" not in LIVE]
+    model = _dead(base, heads=dead, mlps=range(info.n_layers))
+    ps = _pairs(model, b=4, p=6, seed=3)
+    g = acdc(model, ps, threshold=1e-6, progress=False)  # this random model's effects are tiny
+    names = g.edge_names()
+    kept = {names[i] for i in g.in_graph.nonzero()[:, 0].tolist()}
+    truth = {n for n in names if n.split("->")[0] in LIVE and n.split("->")[1].split("<")[0] in LIVE}
+    assert kept and kept <= truth, kept - truth
+    assert "a2.h3->logits" in kept  # the head that writes the answer
+    assert g.meta["evaluations"] < g.n_edges  # disconnected receivers are skipped
+    # the same run through discover()
+    run_all = discover(model, ps, method="acdc", threshold=1e-6, metric="kl")
+    assert torch.equal(run_all.in_graph, g.in_graph)
     assert_no_hooks(model)
