@@ -15,6 +15,7 @@ Times are process CPU times with one thread. The last line is
 ``circuits: speedup_exact=<x> auc_planted=<a> cpr_eapig_ioi=<c> cmd_eapig_ioi=<d> max_abs_diff=<e>``.
 
     .venv/bin/python benchmarks/circuits.py [--n 8] [--sample 48]
+    .venv/bin/python benchmarks/circuits.py --zoo-table   # CPR / CMD per method on every zoo model
 """
 
 from __future__ import annotations
@@ -83,12 +84,46 @@ def _per_edge_loop(model, ps, edges: list[int]) -> torch.Tensor:
     return out
 
 
+def zoo_table(n: int) -> None:
+    """CPR / CMD of each scoring method and ACDC's own circuit on the zoo models, as markdown."""
+    import interp
+    from interp.circuits import acdc, discover, evaluate, faithfulness_curve
+    from interp.prompts import PromptSpec
+
+    rows = ["| model | prompts | edges | method | CPR | CMD | seconds |", "|---|---|---|---|---|---|---|"]
+    for name in ("ioi", "induction", "needle"):
+        model = interp.load_model(name)
+        ps = PromptSpec(name, n=n).build(model)
+        shape = tuple(ps.clean_tokens.shape)
+        for method in ("eap", "eap-ig-inputs", "exact"):
+            t = time.process_time()
+            g = discover(model, ps, method=method)
+            dt = time.process_time() - t
+            c = faithfulness_curve(model, ps, g)
+            rows.append(f"| {name} | {shape[0]} x {shape[1]} | {g.n_edges} | {method} | "
+                        f"{c.cpr:.3f} | {c.cmd:.3f} | {dt:.1f} |")
+            print(rows[-1], flush=True)
+        t = time.process_time()
+        a = acdc(model, ps, threshold=0.01, progress=False)
+        dt = time.process_time() - t
+        f = evaluate(model, ps, a)["faithfulness"]
+        rows.append(f"| {name} | {shape[0]} x {shape[1]} | {a.n_edges} | acdc (tau 0.01, KL): "
+                    f"{a.n_in_graph} edges, faithfulness {f:.3f} | - | - | {dt:.1f} |")
+        print(rows[-1], flush=True)
+    print("\n".join(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--sample", type=int, default=48)
+    ap.add_argument("--zoo-table", action="store_true",
+                    help="only the CPR / CMD table of every method on every zoo model")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.zoo_table:
+        zoo_table(args.n)
+        return
     import interp
     from interp.circuits import Graph, discover, faithfulness_curve
 
