@@ -300,3 +300,13 @@ def tolerance(model, fp32: float) -> float:
     """``fp32``, the relative tolerance of a structural check in float32, widened to what the
     model's dtype can resolve."""
     return max(fp32, _HALF_TOL.get(model_dtype(model), 0.0))
+
+
+def drop_graph_state(model) -> None:
+    """Detach tensors that submodules keep from their last forward (transformer-lens's
+    attention keeps ``_pattern``): after a forward with gradients they would hold the autograd
+    graph alive and make the model impossible to deep-copy."""
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                setattr(module, name, value.detach())

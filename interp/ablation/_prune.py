@@ -20,6 +20,7 @@ from torch import Tensor
 
 from interp import components as C
 from interp import hooks as H
+from interp._bridge import drop_graph_state
 from interp.ablation._components import scoped_hooks
 from interp.heads import HeadScores
 from interp.metrics import MetricSpec, logits_at, resolve_metric
@@ -79,6 +80,7 @@ def raw_importance(
         gates = base.clone().to(device).requires_grad_(True)
         with scoped_hooks(model, gate_hooks(gates)), torch.enable_grad():
             logits = model(batch.clean_tokens)
+            drop_graph_state(model)
             nll, count = _task_loss(logits, batch, loss)
             (grad,) = torch.autograd.grad(nll / max(count, 1), gates)
         acc += grad.detach().abs().cpu()

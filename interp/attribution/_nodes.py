@@ -84,6 +84,7 @@ def attribution_patching(
             (n, keeper(n)) for n in names if n != H.resid_pre(0)]
     with torch.enable_grad():
         corr_logits = model.run_with_hooks(corrupted, fwd_hooks=hooks)
+        B.drop_graph_state(model)
         corr_pe = m.from_full(corr_logits, prompts)
         grads = torch.autograd.grad(corr_pe.sum(), [acts[n] for n in names], allow_unused=True)
     corr_pe = corr_pe.detach().float().cpu()

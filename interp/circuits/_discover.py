@@ -38,7 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp import hooks as H
-from interp._bridge import tolerance
+from interp._bridge import drop_graph_state, tolerance
 from interp._engine.restart import Restarter, default_budget
 from interp.attribution._edges import _split_mode
 from interp.circuits._graph import KINDS, Graph
@@ -314,6 +314,7 @@ def _grad_matrix(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
             inp = None if a is None else (z0 + a * (c0 - z0))[lo:hi]
             with torch.enable_grad():
                 logits = s.fw.run(s.clean[lo:hi], record, input_value=inp)
+                drop_graph_state(s.fw.model)
                 val = _row_metric(s.m, sub, s.metric, rows, s.clean_ref, logits).sum()
                 grads = torch.autograd.grad(val, [x for _, x in kept], allow_unused=True)
             del logits, val
@@ -434,6 +435,7 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | N
         hooks.append((H.resid_post(L - 1), grab(L, "logits", True)))
         with torch.enable_grad():
             logits = model.run_with_hooks(s.clean, fwd_hooks=hooks)
+            drop_graph_state(model)
             val = _row_metric(s.m, prompts, s.metric, None, s.clean_ref, logits).sum()
             if len(leaves) != 5 * L + 1:  # x, mlp, q and k, v (or scores, z) per layer
                 return None

@@ -354,3 +354,18 @@ def test_acdc_recovers_the_planted_circuit(tiny_dirs):
     run_all = discover(model, ps, method="acdc", threshold=1e-6, metric="kl")
     assert torch.equal(run_all.in_graph, g.in_graph)
     assert_no_hooks(model)
+
+
+def test_gradient_methods_leave_a_copyable_model(tiny_dirs):
+    """After a forward with gradients the model keeps no autograd graph (transformer-lens's
+    attention stores its last pattern): it can still be deep-copied."""
+    from interp.ablation import head_importance
+    from interp.attribution import attribution_patching
+
+    model = load_tiny(tiny_dirs, "gpt2")
+    ps = _pairs(model, b=2, p=5)
+    for run in (lambda: discover(model, ps, method="eap"),
+                lambda: attribution_patching(model, ps, target="z"),
+                lambda: head_importance(model, ps)):
+        run()
+        copy.deepcopy(model)
