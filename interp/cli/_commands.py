@@ -439,24 +439,34 @@ def run_app(
 
 @zoo_app.command("train")
 def zoo_train(
-    name: str = typer.Argument(..., help="induction, ioi or needle"),
+    name: str = typer.Argument(..., help="induction, ioi, needle or modadd"),
     minutes: float | None = typer.Option(None, "--minutes", help="training time budget"),
-    out: Path | None = typer.Option(None, "--out", help="output directory (default: the zoo)"),
+    out: Path | None = typer.Option(None, "--out",
+                                    help="output directory (default: ./zoo-runs/NAME)"),
+    force: bool = typer.Option(False, "--force",
+                               help="write into a non-empty directory, the shipped zoo included"),
 ):
-    """Train a zoo model with its deterministic recipe.
+    """Train a zoo model with its deterministic recipe into a new directory (the shipped
+    weights are never overwritten unless --force); the log shows the time left.
 
     Example: `interp zoo train induction --out /tmp/induction`.
     """
-    from interp.models import ZOO
+    from interp.models import ZOO, zoo_path
     from interp.models.train.__main__ import main
 
     if name not in ZOO:
         _fail(f"unknown zoo model {name!r}; choose one of {', '.join(ZOO)}")
-    argv = [name]
+    target = (out or Path.cwd() / "zoo-runs" / name).resolve()
+    shipped = zoo_path(name).resolve()
+    if not force and target == shipped:
+        _fail(f"{target} holds the shipped {name!r} weights; pass --force to overwrite them, or "
+              "--out another directory")
+    if not force and target.is_dir() and any(target.iterdir()):
+        _fail(f"{target} is not empty; pass --force to write into it, or --out a new directory")
+    argv = [name, "--out", str(target)]
     if minutes is not None:
         argv += ["--minutes", str(minutes)]
-    if out is not None:
-        argv += ["--out", str(out)]
+    _console().print(f"training {name!r} into {target}")
     raise typer.Exit(main(argv))
 
 

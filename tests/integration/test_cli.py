@@ -198,3 +198,24 @@ def test_circuit_refuses_bad_options():
     assert res.exit_code == 2 and "not both" in res.output
     res = runner.invoke(app, ["circuit", "ioi", "--out", "c.txt"])
     assert res.exit_code == 2 and ".json" in res.output
+
+
+def test_zoo_train_never_overwrites_the_shipped_weights(tmp_path, monkeypatch):
+    from interp.models import zoo_path
+
+    res = runner.invoke(app, ["zoo", "train", "ioi", "--out", str(zoo_path("ioi"))])
+    assert res.exit_code == 2 and "--force" in res.output
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    res = runner.invoke(app, ["zoo", "train", "ioi", "--out", str(busy)])
+    assert res.exit_code == 2 and "not empty" in res.output
+    seen = []
+    import interp.models.train.__main__ as trainer
+
+    monkeypatch.setattr(trainer, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["zoo", "train", "modadd", "--minutes", "1"])
+    assert res.exit_code == 0, res.output
+    assert seen == [["modadd", "--out", str((tmp_path / "zoo-runs" / "modadd").resolve()),
+                     "--minutes", "1.0"]]

@@ -124,8 +124,10 @@ def train_loop(
             model.train()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if step % log_every == 0:
-            log(f"step {step} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} "
-                f"t {time.time() - t0:.0f}s")
+            elapsed = time.time() - t0
+            eta = min(elapsed / step * (max_steps - step), max(0.0, minutes * 60 - elapsed))
+            log(f"step {step}/{max_steps} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"t {elapsed:.0f}s, at most ~{eta:.0f}s left")
             sys.stdout.flush()
         if eval_fn is not None and eval_every and step % eval_every == 0:
             model.eval()

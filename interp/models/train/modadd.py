@@ -124,7 +124,10 @@ def train(out: Path, minutes: float = 30.0, max_steps: int = 6000, log=print,
             lt, lv = losses()
             curve.append({"step": step, "train_loss": lt, "test_loss": lv})
             if step % 1000 == 0:
-                log(f"step {step}: train {lt:.4f} test {lv:.4f} ({time.time() - t0:.0f}s)")
+                el = time.time() - t0
+                eta = min(el / max(step, 1) * (max_steps - step), max(0.0, minutes * 60 - el))
+                log(f"step {step}/{max_steps}: train {lt:.4f} test {lv:.4f} ({el:.0f}s, at most "
+                    f"~{eta:.0f}s left)")
         if step in steps:
             save_ckpt(step)
         if step >= max_steps:
