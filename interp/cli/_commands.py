@@ -55,6 +55,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+@app.callback()
+def _options(device: str = typer.Option(
+        "cpu", "--device", help="where models run: cpu, cuda, cuda:N, mps or auto (the first "
+        "of CUDA, MPS, CPU); give it before the command: interp --device auto patch ioi")):
+    from interp.cli import _common
+
+    _common.DEVICE = device
+
+
 zoo_app = typer.Typer(help="Train or inspect the zoo models shipped with interp.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 

@@ -66,6 +66,10 @@ def write_out(out: Path | None, result: Any, frame) -> None:
     typer.echo(f"wrote {out}")
 
 
+#: the device models are loaded on (``interp --device ...``)
+DEVICE: str | None = None
+
+
 def _load(spec: str):
     import warnings
 
@@ -74,8 +78,8 @@ def _load(spec: str):
     warnings.filterwarnings("ignore", message="run_with_hooks: skipped")
 
     try:
-        return load_model(spec)
-    except ModelLoadError as e:
+        return load_model(spec, device=DEVICE)
+    except (ModelLoadError, ValueError) as e:
         _fail(str(e))
     except Exception as e:  # noqa: BLE001 - anything transformers raises: a message, not a traceback
         _fail(f"could not load model {spec!r}: {type(e).__name__}: {str(e).strip()[:500]}")

@@ -60,8 +60,21 @@ def resolve_device(device: str | torch.device | None) -> str:
             return "cuda"
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
-    if text.split(":")[0] not in _DEVICE_TYPES:
+    kind = text.split(":")[0]
+    if kind not in _DEVICE_TYPES:
         raise ValueError(f"unknown device {text!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    if kind == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(text.split(":")[1]) if ":" in text else 0
+        if index >= n:
+            raise ValueError(
+                f"device {text!r} is not available: this machine has {n} CUDA device(s) "
+                f"(torch {torch.__version__}{'' if torch.version.cuda else ', a CPU-only build'}). "
+                "Use device='cpu' or 'auto', or install a CUDA build of torch.")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps' is not available on this machine; use 'cpu' or 'auto'.")
     return text
 
 

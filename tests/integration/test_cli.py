@@ -219,3 +219,18 @@ def test_zoo_train_never_overwrites_the_shipped_weights(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert seen == [["modadd", "--out", str((tmp_path / "zoo-runs" / "modadd").resolve()),
                      "--minutes", "1.0"]]
+
+
+def test_device_option(monkeypatch):
+    import torch
+
+    res = runner.invoke(app, ["--device", "cpu", "models", "ioi"])
+    assert res.exit_code == 0, res.output
+    if not torch.cuda.is_available():
+        res = runner.invoke(app, ["--device", "cuda", "models", "ioi"])
+        assert res.exit_code == 2 and "not available" in res.output
+    res = runner.invoke(app, ["--device", "tpu", "models", "ioi"])
+    assert res.exit_code == 2 and "unknown device" in res.output
+    from interp.cli import _common
+
+    monkeypatch.setattr(_common, "DEVICE", None)  # later tests: the default again
