@@ -182,6 +182,29 @@ def _diagonal_merge(name: str):
     return merge
 
 
+# --- exact edge patching: each shard scores the edges into its receiver layers -------------
+
+def _discover_items(model, kw: Kwargs) -> list[int]:
+    if kw.get("method") != "exact":
+        raise ValueError("only method='exact' of discover is sharded")
+    given = kw.get("receiver_layers")
+    return list(range(_n_layers(model) + 1)) if given is None else [int(x) for x in given]
+
+
+def _merge_discover(model, kw: Kwargs, results: list) -> Any:
+    """Shards score disjoint edge sets and leave the others at exactly 0: the sum is the
+    union, bit for bit."""
+    g = results[0]
+    for key in ("clean", "corrupted"):
+        _same([r.meta[key] for r in results], f"the {key} metric")
+    g.scores = torch.stack([r.scores for r in results]).sum(0)
+    if kw.get("receiver_layers") is None:
+        g.meta.pop("receiver_layers", None)
+    else:
+        g.meta["receiver_layers"] = [x for r in results for x in r.meta["receiver_layers"]]
+    return g
+
+
 def _fixed(n: int):
     return lambda kw: n
 
@@ -197,6 +220,8 @@ PLANS: dict[str, Plan] = {
     "retrieval_scores": Plan("interp.retrieval._scores:retrieval_scores", "trials",
                              _retrieval_items, lambda kw: max(1, int(kw["batch_size"])),
                              _merge_retrieval, "trial_indices"),
+    "discover": Plan("interp.circuits._discover:discover", "receiver layers", _discover_items,
+                     _fixed(1), _merge_discover, "receiver_layers"),
 }
 for _name in _DIAGONALS:
     PLANS[_name] = Plan(f"interp.heads:{_name}", "prompts",

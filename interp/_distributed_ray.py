@@ -13,9 +13,13 @@ from interp.distributed import _check_size, import_ray, model_spec
 class _Worker:
     """A Ray actor: loads the model once from its spec, then computes shards on it."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], threads: int | None = None) -> None:
         from interp.models import load_model
 
+        if threads:  # Ray sets OMP_NUM_THREADS only when the driver has not: oversubscription
+            import torch
+
+            torch.set_num_threads(threads)
         spec = dict(spec)
         self.model = load_model(spec.pop("spec"), **spec)
 
@@ -131,7 +135,8 @@ class RayExecutor:
             cls = ray.remote(_Worker).options(
                 num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker,
                 max_restarts=self.max_retries, max_task_retries=0)
-            new = [cls.remote(spec) for _ in range(want - len(self._actors))]
+            threads = max(1, int(self.num_cpus_per_worker))  # torch threads = CPUs reserved
+            new = [cls.remote(spec, threads) for _ in range(want - len(self._actors))]
             try:
                 ray.get([a.ready.remote() for a in new])
             except Exception as e:  # noqa: BLE001  (any load failure, reported below)

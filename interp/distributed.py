@@ -3,7 +3,8 @@
 One mechanism for every shardable method. A sweep is cut into **shards** along an axis whose
 cells are computed independently (layers for :func:`interp.patching.activation_patching` and
 :func:`interp.ablation.knockout_sweep`, sender layers for :func:`interp.patching.path_patching`,
-trials for :func:`interp.retrieval.retrieval_scores`, prompts for
+trials for :func:`interp.retrieval.retrieval_scores`, receiver layers for exact edge patching
+(:func:`interp.circuits.discover` with ``method="exact"``), prompts for
 :func:`interp.heads.induction_scores`, ``previous_token_scores`` and ``duplicate_token_scores``).
 An executor computes the shards; the shard results are merged, in shard order, into the result
 the function returns, with pooled quantities (normalisation, means, bootstrap intervals)
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from interp._distributed_ray import RayExecutor
 
 SUPPORTED = ("activation_patching", "path_patching", "knockout_sweep", "retrieval_scores",
-             "induction_scores", "previous_token_scores", "duplicate_token_scores")
+             "induction_scores", "previous_token_scores", "duplicate_token_scores", "discover")
 
 
 @runtime_checkable

@@ -493,7 +493,7 @@ def _grad_scores(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
 
 # --- exact edge patching ----------------------------------------------------------------------
 def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
-                  chunk_rows: int | None) -> Tensor:
+                  chunk_rows: int | None, receiver_layers: Sequence[int] | None = None) -> Tensor:
     """Each (edge, example) pair is one row. Rows whose receivers sit in one block resume the
     clean run at that block (earlier blocks are not run); positions before the first one any
     sender changes are not recomputed; the last block runs only the answer rows. A patched
@@ -530,7 +530,7 @@ def _exact_scores(s: _Setup, model, prompts: PromptSet, metric: MetricSpec,
     dead = _dead_receivers(model, g)
     todo = (changed.any(0).any(0).cpu()[g.edge_src] & ~dead[g.edge_dst]).nonzero()[:, 0]
     scores = torch.zeros(g.n_edges, device="cpu")
-    for layer in range(L + 1):
+    for layer in (range(L + 1) if receiver_layers is None else receiver_layers):
         mine = todo[port_layer[g.edge_dst[todo]] == layer]
         for i in range(0, len(mine), per):
             edges = mine[i:i + per]
@@ -737,6 +737,8 @@ def discover(
     ig_steps: int = 5,
     chunk_rows: int | None = None,
     threshold: float = 0.01,
+    receiver_layers: Sequence[int] | None = None,
+    executor=None,
 ) -> Graph:
     """Score every edge of the model's graph (see :class:`Graph`) and return the graph.
 
@@ -745,7 +747,29 @@ def discover(
     Scores follow the module's sign convention. No edge is selected yet: call
     ``graph.top_n(n)``, ``graph.threshold(t)`` or ``graph.greedy(n)``.
     ``"acdc"`` (Conmy et al. 2023, see ``interp.circuits._acdc``) selects the edges itself:
-    ``threshold`` is its tau, and ``metric="kl"`` its usual criterion."""
+    ``threshold`` is its tau, and ``metric="kl"`` its usual criterion.
+
+    ``receiver_layers`` (``method="exact"`` only): score only the edges into these layers'
+    ports (``n_layers`` stands for the ``logits`` port); the other edges keep score 0.
+    ``executor`` (``method="exact"`` only): "local", "ray" or an ``interp.distributed``
+    executor: the edges are sharded by receiver layer, each shard on one worker."""
+    if executor is not None:
+        params = dict(locals())
+        if method != "exact":
+            raise ValueError(f"executor= shards exact edge patching only (method='exact'); "
+                             f"method={method!r} runs in one process: drop executor=.")
+        from interp.distributed import dispatch
+
+        return dispatch("discover", params)
+    if receiver_layers is not None:
+        if method != "exact":
+            raise ValueError("receiver_layers= applies to method='exact' only.")
+        n = describe(model).n_layers
+        bad = [x for x in receiver_layers if not 0 <= int(x) <= n]
+        if bad:
+            raise ValueError(f"receiver_layers {bad} out of range: 0..{n - 1} are the layers, "
+                             f"{n} is the logits port.")
+        receiver_layers = sorted({int(x) for x in receiver_layers})
     if method == "exact-reference":
         return exact_reference(model, prompts, metric=metric)
     if method == "acdc":
@@ -760,7 +784,9 @@ def discover(
     s = _Setup(model, prompts, metric)
     g = s.graph
     if method == "exact":
-        g.scores = _exact_scores(s, model, prompts, metric, chunk_rows)
+        g.scores = _exact_scores(s, model, prompts, metric, chunk_rows, receiver_layers)
+        if receiver_layers is not None:
+            g.meta["receiver_layers"] = list(receiver_layers)
     else:
         alphas = None if method == "eap" else [k / ig_steps for k in range(1, ig_steps + 1)]
         g.scores = _grad_scores(s, prompts, alphas).float()

@@ -17,7 +17,8 @@ With ``w_k = 2 pi k / p``:
 * **Cosine fit**: ``logits[a, b, c] ~ sum_k alpha_k cos(w_k (a + b - c))`` over the key
   frequencies, fitted by least squares; reported as the fraction of the (centred) logits'
   variance it explains.
-* **Weight norm**: the L2 norm of all parameters (weight decay drives it down in cleanup).
+* **Weight norm**: the L2 norm of all trained parameters, normalisation layers left out
+  (weight decay drives it down in cleanup).
 """
 
 from __future__ import annotations
@@ -153,13 +154,21 @@ def progress_measures(model, train_mask: Tensor, keys: list[int] | None = None
     norms = embedding_frequency_norms(model, p)
     keys = list(keys) if keys is not None else key_frequencies(norms)
     restricted = restricted_logits(logits, keys)
-    weight_norm = math.sqrt(sum(float(t.detach().double().pow(2).sum())
-                                for t in model.parameters()))
+    weight_norm = _weight_norm(model)
     return ProgressMeasures(
         train_loss=_ce(logits, train_mask), test_loss=_ce(logits, ~train_mask),
         restricted_loss=_ce(restricted), excluded_loss=_ce(logits - restricted, train_mask),
         weight_norm=weight_norm, cos_fit=cos_fit_fraction(logits, keys),
         key_frequencies=tuple(keys), frequency_norms=tuple(float(x) for x in norms))
+
+
+def _weight_norm(model) -> float:
+    """L2 norm of the parameters that training moves: normalisation layers' gains and biases are
+    left out (the zoo ``modadd`` freezes its LayerNorms into mean subtractions with gain 1e4)."""
+    skip = {id(q) for mod in model.modules() if "norm" in type(mod).__name__.lower()
+            for q in mod.parameters()}
+    return math.sqrt(sum(float(t.detach().double().pow(2).sum())
+                         for t in model.parameters() if id(t) not in skip))
 
 
 def load_split(path) -> Tensor:

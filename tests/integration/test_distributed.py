@@ -206,3 +206,42 @@ def test_missing_ray_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ImportError, match=r"pip install 'interp\[distributed\]'"):
         RayExecutor()
+
+
+# --- exact edge patching, sharded by receiver layer ------------------------------------------
+
+def _exact(model, ps, ex):
+    from interp.circuits import discover
+
+    return discover(model, ps, method="exact", executor=ex)
+
+
+def _assert_same_graph(a, b) -> None:
+    assert torch.equal(a.scores, b.scores)
+    skip = {"shards", "shard_axis"}
+    assert {k: v for k, v in a.meta.items() if k not in skip} == \
+        {k: v for k, v in b.meta.items() if k not in skip}
+
+
+def test_exact_edges_shard_by_receiver_layer(model, ps):
+    from interp.circuits import discover
+
+    plain = _exact(model, ps, None)
+    local = _exact(model, ps, LocalExecutor(progress=False))
+    assert local.meta["shards"] == model.cfg.n_layers + 1  # every layer and the logits port
+    _assert_same_graph(plain, local)
+    assert (plain.scores != 0).sum() > 10
+    one = discover(model, ps, method="exact", receiver_layers=[1])
+    into_1 = torch.tensor([p.startswith("a1.") or p == "m1" for p in plain.ports])[plain.edge_dst]
+    assert torch.equal(one.scores[into_1], plain.scores[into_1])
+    assert (one.scores[~into_1] == 0).all()
+    with pytest.raises(ValueError, match="out of range"):
+        discover(model, ps, method="exact", receiver_layers=[model.cfg.n_layers + 1])
+    with pytest.raises(ValueError, match="method='exact'"):
+        discover(model, ps, method="eap", executor="local")
+
+
+def test_ray_exact_edges_equal_local(model, ps, ray_ex):
+    _assert_same_graph(_exact(model, ps, LocalExecutor(progress=False)), _exact(model, ps, ray_ex))
+    # each worker runs as many torch threads as CPUs it reserved, whatever the driver's setting
+    assert {w["threads"] for w in ray_ex.workers()} == {1}
