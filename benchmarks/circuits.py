@@ -95,7 +95,7 @@ def zoo_table(n: int) -> None:
         model = interp.load_model(name)
         ps = PromptSpec(name, n=n).build(model)
         shape = tuple(ps.clean_tokens.shape)
-        for method in ("eap", "eap-ig-inputs", "exact"):
+        for method in ("eap", "clean-corrupted", "eap-ig-inputs", "eap-ig-activations", "exact"):
             t = time.process_time()
             g = discover(model, ps, method=method)
             dt = time.process_time() - t
@@ -113,14 +113,45 @@ def zoo_table(n: int) -> None:
     print("\n".join(rows))
 
 
+def correlation_table(n: int) -> None:
+    """Pearson correlation of each gradient method's edge scores with exact edge patching, for
+    m = 1, 5, 20 interpolation steps, on every zoo model, as markdown."""
+    import interp
+    from interp.circuits import discover
+    from interp.prompts import PromptSpec
+
+    rows = ["| model | method | m = 1 | m = 5 | m = 20 |", "|---|---|---|---|---|"]
+    for name in ("ioi", "induction", "needle"):
+        model = interp.load_model(name)
+        ps = PromptSpec(name, n=n).build(model)
+        exact = discover(model, ps, method="exact").scores
+
+        def corr(s: torch.Tensor) -> float:
+            return float(torch.corrcoef(torch.stack([s, exact]))[0, 1])
+
+        rows.append(f"| {name} | eap | {corr(discover(model, ps, method='eap').scores):.3f} | | |")
+        rows.append(f"| {name} | clean-corrupted | "
+                    f"{corr(discover(model, ps, method='clean-corrupted').scores):.3f} | | |")
+        for method in ("eap-ig-inputs", "eap-ig-activations"):
+            cells = [corr(discover(model, ps, method=method, ig_steps=m).scores) for m in (1, 5, 20)]
+            rows.append(f"| {name} | {method} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        print("\n".join(rows[-4:]), flush=True)
+    print("\n".join(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--sample", type=int, default=48)
     ap.add_argument("--zoo-table", action="store_true",
                     help="only the CPR / CMD table of every method on every zoo model")
+    ap.add_argument("--correlation", action="store_true",
+                    help="only the correlation with exact patching for m = 1, 5, 20")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.correlation:
+        correlation_table(args.n)
+        return
     if args.zoo_table:
         zoo_table(args.n)
         return

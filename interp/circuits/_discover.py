@@ -1,4 +1,5 @@
-"""Edge scores for circuit discovery: EAP, EAP-IG (inputs) and exact edge patching.
+"""Edge scores for circuit discovery: EAP, EAP-IG (inputs / activations), clean-corrupted and
+exact edge patching.
 
 Sign convention (all methods): ``score(u -> p) = M(clean) - M(clean with edge u -> p corrupted)``
 for a metric where higher is better (the sign flips for ``loss``/``kl``), mean over examples. A
@@ -23,6 +24,11 @@ Methods:
   summed over positions and features. 1 forward+backward (plus the two caching forwards).
 - ``"eap-ig-inputs"`` (Hanna et al. 2024): the gradient is averaged over ``m`` runs whose input
   embeddings are ``e_corr + (k/m)(e_clean - e_corr)``, ``k = 1..m`` (the paper's grid).
+- ``"eap-ig-activations"`` (Hanna et al. 2024; MIB): one component at a time (the input, each
+  attention layer's output, each MLP's output: ``2L + 1`` of them) has its output set to
+  ``corr + (k/m)(clean - corr)`` on the clean input, ``k = 1..m``; the gradient at every port is
+  averaged over all ``(2L + 1) m`` runs, as in the EAP-IG reference code.
+- ``"clean-corrupted"``: the gradient averaged over two runs, the clean and the corrupted input.
 - ``"exact"``: each edge patched on its own, one metric per edge; all (edge, example) pairs are
   stacked into large batches.
 - ``"exact-reference"``: the same numbers from one ``run_with_hooks`` forward per edge.
@@ -46,7 +52,9 @@ from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import describe
 from interp.prompts import PromptSet
 
-Method = Literal["eap", "eap-ig-inputs", "exact", "acdc", "exact-reference"]
+Method = Literal["eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "exact",
+                 "acdc", "exact-reference"]
+GRADIENT_METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted")
 SIGN_CONVENTION = ("score(u->p) = M(clean) - M(clean with edge u->p corrupted), mean over "
                    "examples (negated for metrics where lower is better): positive = the edge "
                    "helps the task")
@@ -164,9 +172,10 @@ class PortForward:
         return hooks
 
     def run(self, tokens: Tensor, patch: Patch | None = None,
-            input_value: Tensor | None = None) -> Float[Tensor, "batch pos d_vocab"]:
+            input_value: Tensor | None = None, extra: list | None = None
+            ) -> Float[Tensor, "batch pos d_vocab"]:
         R = tokens.shape[0]
-        hooks = self.hooks(R, patch, input_value=input_value)
+        hooks = self.hooks(R, patch, input_value=input_value) + list(extra or [])
         toks = tokens if self.gs == 1 else tokens.repeat(self.gs, 1)
         with _split_mode(self.model):
             logits = self.model.run_with_hooks(toks, fwd_hooks=hooks)
@@ -280,19 +289,77 @@ class _Setup:
 
 
 # --- gradient methods -----------------------------------------------------------------------
-def _grad_matrix(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) -> Tensor:
+#: One gradient run: ``(alpha, component)``. ``component`` None: the input embeddings are
+#: ``corrupted + alpha (clean - corrupted)`` (``alpha`` None: the clean run itself);
+#: ``("a", l)`` / ``("m", l)``: attention layer ``l``'s / MLP ``l``'s output is replaced by that
+#: interpolation of its clean and corrupted outputs (everything else runs on the clean input).
+Run = tuple[float | None, tuple[str, int] | None]
+
+
+def _runs(method: str, ig_steps: int, n_layers: int) -> list[Run]:
+    """The gradient runs of a gradient method (see :data:`Run`)."""
+    if method == "eap":
+        return [(None, None)]
+    if method == "clean-corrupted":
+        return [(1.0, None), (0.0, None)]
+    alphas = [k / ig_steps for k in range(1, ig_steps + 1)]
+    if method == "eap-ig-inputs":
+        return [(a, None) for a in alphas]
+    comps: list[tuple[str, int] | None] = [None]
+    for layer in range(n_layers):
+        comps += [("a", layer), ("m", layer)]
+    return [(a, c) for c in comps for a in alphas]  # eap-ig-activations
+
+
+def _component_outputs(s: _Setup, runs: Sequence[Run]) -> dict[tuple[str, int], tuple[Tensor, Tensor]]:
+    """Clean and corrupted outputs of the attention layers / MLPs the runs interpolate."""
+    comps = sorted({c for _, c in runs if c is not None})
+    if not comps:
+        return {}
+    names = {c: (H.attn_out(c[1]) if c[0] == "a" else H.mlp_out(c[1])) for c in comps}
+    model = s.fw.model
+    with torch.no_grad():
+        _, cc = model.run_with_cache(s.clean, names_filter=list(names.values()))
+        _, cz = model.run_with_cache(s.corr, names_filter=list(names.values()))
+    missing = [n for n in names.values() if n not in cc]
+    if missing:
+        raise NotImplementedError(f"{describe(model).architecture}: the hook points {missing} do "
+                                  "not fire, so their outputs cannot be interpolated; use "
+                                  "method='eap-ig-inputs'.")
+    return {c: (cc[n], cz[n]) for c, n in names.items()}
+
+
+def _interp_hooks(run: Run, outs: dict, rows: slice = slice(None)) -> list[tuple[str, Callable]]:
+    """The hook replacing the interpolated component's output (none for input runs)."""
+    a, comp = run
+    if comp is None:
+        return []
+    clean, corr = outs[comp]
+    value = (corr + a * (clean - corr))[rows]
+    name = H.attn_out(comp[1]) if comp[0] == "a" else H.mlp_out(comp[1])
+
+    def fn(x, hook):
+        v = value.to(x.dtype)
+        if v.shape[0] != x.shape[0]:  # grouped-query copies of the rows
+            v = v.repeat(x.shape[0] // v.shape[0], *([1] * (v.ndim - 1)))
+        return v
+    return [(name, fn)]
+
+
+def _grad_matrix(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None) -> Tensor:
     """``[port, sender]``: ``(out_u(clean) - out_u(corrupted)) . dM/d in_p``, mean over
-    examples and over the interpolation steps ``alphas`` (None: the clean run only); 0 where
+    examples and over the gradient ``runs`` (see :data:`Run`; None: the clean run only); 0 where
     no edge exists. Each run's gradients are reduced to this matrix before the next run. On a
     grouped-query model every run holds ``group_size`` copies of its rows (one per query head
     of a group), so the examples go in chunks of about ``batch / group_size``: the memory of one
     plain batch, the time of ``group_size`` of them."""
-    fast = _grad_matrix_fast(s, prompts, alphas)
+    runs = [(None, None)] if runs is None else list(runs)
+    outs = _component_outputs(s, runs)
+    fast = _grad_matrix_fast(s, prompts, runs, outs)
     if fast is not None:
         return fast
     g, B = s.graph, s.clean.shape[0]
     P, U = len(g.ports), len(g.senders)
-    runs = [None] if alphas is None else list(alphas)
     full = torch.zeros(P, U, device="cpu")
     n_src = torch.bincount(g.edge_dst, minlength=P)  # a port's senders are a prefix of them
     d_all = s.delta.permute(2, 0, 1, 3)  # [sender, b, pos, d]: contiguous (see _Setup)
@@ -303,7 +370,7 @@ def _grad_matrix(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
         rows = torch.arange(lo, hi, device=s.clean.device)
         sub = prompts if (lo, hi) == (0, B) else _rows(prompts, rows)
         d_t = d_all[:, lo:hi].reshape(U, -1)
-        for a in runs:
+        for a, comp in runs:
             kept: list[tuple[int, Tensor]] = []
 
             def record(p0, layer, x, kept=kept):
@@ -311,9 +378,10 @@ def _grad_matrix(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) 
                 kept.append((p0, x))
                 return x
 
-            inp = None if a is None else (z0 + a * (c0 - z0))[lo:hi]
+            inp = None if a is None or comp is not None else (z0 + a * (c0 - z0))[lo:hi]
+            extra = _interp_hooks((a, comp), outs, slice(lo, hi))
             with torch.enable_grad():
-                logits = s.fw.run(s.clean[lo:hi], record, input_value=inp)
+                logits = s.fw.run(s.clean[lo:hi], record, input_value=inp, extra=extra)
                 drop_graph_state(s.fw.model)
                 val = _row_metric(s.m, sub, s.metric, rows, s.clean_ref, logits).sum()
                 grads = torch.autograd.grad(val, [x for _, x in kept], allow_unused=True)
@@ -362,8 +430,8 @@ def _shared_kv_shares(model, st: dict, gr: dict) -> tuple[Tensor, Tensor] | None
     return d_k, torch.einsum("bhqk,bqhe->bkhe", A, dz)
 
 
-def _grad_matrix_fast(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None
-                      ) -> Tensor | None:
+def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
+                      outs: dict | None = None) -> Tensor | None:
     """:func:`_grad_matrix` from one plain forward and backward per run, without a residual
     copy per port: the gradients of each head's query / key / value (per query head on GQA
     models, see :func:`_shared_kv_shares`) are taken back to the head's residual input through
@@ -388,14 +456,15 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | N
     if not all(n in info.hooks for n in need) or info.positional == "alibi":
         return None
     P, U = len(g.ports), len(g.senders)
-    runs = [None] if alphas is None else list(alphas)
+    runs = [(None, None)] if runs is None else list(runs)
+    outs = _component_outputs(s, runs) if outs is None else outs
     full = torch.zeros(P, U, device="cpu")
     n_src = torch.bincount(g.edge_dst, minlength=P)
     d_t = s.delta.permute(2, 0, 1, 3).reshape(U, -1)
     c0, z0 = s.inputs
     tol = max(tolerance(model, 1e-4), 1e-3)
     kvh = [info.kv_head(h) for h in range(nh)]
-    for a in runs:
+    for a, comp in runs:
         st: list[dict[str, Tensor]] = [{} for _ in range(L + 1)]
         leaves: list[tuple[int, str, Tensor]] = []
 
@@ -408,11 +477,11 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | N
                 return x
             return fn
 
-        def embed(x, hook, a=a):
-            x = (z0 + a * (c0 - z0)).to(x.dtype) if a is not None else x
+        def embed(x, hook, a=a, comp=comp):
+            x = (z0 + a * (c0 - z0)).to(x.dtype) if a is not None and comp is None else x
             return x.detach().requires_grad_(True)
 
-        hooks = [(H.resid_pre(0), embed)]
+        hooks = [(H.resid_pre(0), embed)] + _interp_hooks((a, comp), outs)
         for layer in range(L):
             hooks += [(pre[layer] + "ln1.hook_in", grab(layer, "x", True)),
                       (pre[layer] + "ln2.hook_in", grab(layer, "mlp", True)),
@@ -485,10 +554,10 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | N
     return full
 
 
-def _grad_scores(s: _Setup, prompts: PromptSet, alphas: Sequence[float] | None) -> Tensor:
+def _grad_scores(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None) -> Tensor:
     """Edge scores, positive where the edge helps the task."""
     g = s.graph
-    return s.sign * _grad_matrix(s, prompts, alphas)[g.edge_dst, g.edge_src]
+    return s.sign * _grad_matrix(s, prompts, runs)[g.edge_dst, g.edge_src]
 
 
 # --- exact edge patching ----------------------------------------------------------------------
@@ -776,10 +845,11 @@ def discover(
         from interp.circuits._acdc import acdc
 
         return acdc(model, prompts, threshold=threshold, metric=metric)
-    if method not in ("eap", "eap-ig-inputs", "exact"):
-        raise ValueError(f"unknown method {method!r}; use 'eap', 'eap-ig-inputs', 'exact', "
-                         "'acdc' or 'exact-reference'.")
-    if method == "eap-ig-inputs" and int(ig_steps) < 1:
+    if method not in GRADIENT_METHODS + ("exact",):
+        raise ValueError(f"unknown method {method!r}; use one of "
+                         f"{', '.join(map(repr, GRADIENT_METHODS))}, 'exact', 'acdc' or "
+                         "'exact-reference'.")
+    if method.startswith("eap-ig") and int(ig_steps) < 1:
         raise ValueError("ig_steps must be at least 1.")
     s = _Setup(model, prompts, metric)
     g = s.graph
@@ -788,10 +858,15 @@ def discover(
         if receiver_layers is not None:
             g.meta["receiver_layers"] = list(receiver_layers)
     else:
-        alphas = None if method == "eap" else [k / ig_steps for k in range(1, ig_steps + 1)]
-        g.scores = _grad_scores(s, prompts, alphas).float()
+        runs = _runs(method, int(ig_steps), g.n_layers)
+        g.scores = _grad_scores(s, prompts, runs).float()
+        g.meta["gradient_runs"] = len(runs)
     g.meta.update(_meta(s, method, metric))
     if method == "eap-ig-inputs":
         g.meta["ig_steps"] = int(ig_steps)
         g.meta["ig_grid"] = "alpha = k/m, k = 1..m (input embeddings, corrupted -> clean)"
+    if method == "eap-ig-activations":
+        g.meta["ig_steps"] = int(ig_steps)
+        g.meta["ig_grid"] = ("alpha = k/m, k = 1..m, for each of the input, every attention "
+                             "layer's and every MLP's output in turn (corrupted -> clean)")
     return g

@@ -346,6 +346,8 @@ def heads(
 class CircuitMethod(str, Enum):
     eap = "eap"
     eap_ig_inputs = "eap-ig-inputs"
+    eap_ig_activations = "eap-ig-activations"
+    clean_corrupted = "clean-corrupted"
     exact = "exact"
     acdc = "acdc"
 

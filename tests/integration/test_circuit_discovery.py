@@ -22,7 +22,7 @@ from interp.circuits import (
 from interp.models import describe
 from interp.prompts import PromptSet
 
-METHODS = ("eap", "eap-ig-inputs", "exact")
+METHODS = ("eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "exact")
 
 
 def _formula(L: int, H: int) -> int:
@@ -93,6 +93,36 @@ def test_eap_ig_approaches_exact(tiny_dirs, family):
     # integrating along input embeddings is not the same path as patching one edge, so large m
     # does not converge to exact patching; it should still track it, and better than EAP
     assert r[("eap-ig-inputs", 20)] > 0.7 and r[("eap-ig-inputs", 20)] > r[("eap", 1)], r
+
+
+def test_clean_corrupted_and_ig_activations_by_their_definitions(tiny_dirs):
+    """clean-corrupted = the mean of EAP's clean-run gradient and the corrupted-run gradient.
+    EAP-IG-activations with one step sets each component in turn to its clean output, a constant
+    (as in the reference code): the forward is the clean run, but no gradient flows back through
+    that component. So edges into the logits equal EAP's, and edges into the last MLP's port get
+    EAP's score in all runs but the one that replaces that MLP: 2L/(2L+1) of it."""
+    from interp.circuits import _discover as D
+
+    model = load_tiny(tiny_dirs, "gpt2")
+    ps = _pairs(model, b=3, p=6, seed=3)
+    s = D._Setup(model, ps, "logit_diff")
+    g = discover(model, ps, method="eap")
+    eap = g.scores
+    at_corr = D._grad_scores(s, ps, [(0.0, None)]).float()
+    cc = discover(model, ps, method="clean-corrupted")
+    assert cc.meta["gradient_runs"] == 2
+    torch.testing.assert_close(cc.scores, (eap + at_corr) / 2, rtol=1e-5, atol=1e-6)
+    assert float((at_corr - eap).abs().max()) > 1e-3  # the corrupted run really differs
+    L = model.cfg.n_layers
+    one = discover(model, ps, method="eap-ig-activations", ig_steps=1)
+    assert one.meta["gradient_runs"] == 2 * L + 1
+    to_logits = g.edge_dst == g.port_index(L, "logits")
+    to_last_mlp = g.edge_dst == g.port_index(L - 1, "mlp")
+    assert float(eap[to_logits].abs().max()) > 1e-3 and float(eap[to_last_mlp].abs().max()) > 1e-4
+    torch.testing.assert_close(one.scores[to_logits], eap[to_logits], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(one.scores[to_last_mlp], eap[to_last_mlp] * 2 * L / (2 * L + 1),
+                               rtol=1e-5, atol=1e-7)
+    assert float((one.scores - eap).abs().max()) > 1e-4  # earlier ports lose paths: they differ
 
 
 def test_eap_is_first_order_of_exact(tiny_dirs):
@@ -321,12 +351,13 @@ def test_one_pass_gradients_equal_split_input_forward(tiny_dirs, family, monkeyp
     model = load_tiny(tiny_dirs, family)
     ps = _pairs(model, b=3, p=6)
     s = D._Setup(model, ps, "logit_diff")
-    for alphas in (None, [0.2, 0.7]):
-        fast = D._grad_matrix_fast(s, ps, alphas)
+    acts = [(0.3, ("a", 0)), (0.6, ("m", 1)), (0.5, None)]  # EAP-IG-activations runs
+    for runs in (None, [(0.2, None), (0.7, None)], acts):
+        fast = D._grad_matrix_fast(s, ps, runs)
         assert fast is not None
         with monkeypatch.context() as mp:
             mp.setattr(D, "_grad_matrix_fast", lambda *a: None)
-            slow = D._grad_matrix(s, ps, alphas)
+            slow = D._grad_matrix(s, ps, runs)
         assert float(slow.abs().max()) > 1e-2
         assert float((fast - slow).abs().max()) <= 1e-5 * (1 + float(slow.abs().max()))
     assert_no_hooks(model)
