@@ -39,7 +39,7 @@ ZOO: dict[str, ZooEntry] = {
         ),
         ZooEntry(
             "modadd",
-            "GPT-2 (1 layer, ReLU)",
+            "GPT-2 (1 layer, ReLU, no norms)",
             "a + b mod 59, grokked; checkpoints over training (interp.dynamics.grokking)",
             "",
         ),
