@@ -109,6 +109,29 @@ def header(title: str, caption: str) -> tuple[str, Any, PromptSpec, Any]:
     return spec, model, key, prompts
 
 
+def _component_label(name: str) -> str:
+    """A graph node name (``a1.h2``, ``m0``) or a label (``L1H2``, ``MLP0``) as a label."""
+    if name.startswith("a") and ".h" in name:
+        layer, head = name[1:].split(".h")
+        return f"L{int(layer)}H{int(head)}"
+    if name.startswith("m") and name[1:].isdigit():
+        return f"MLP{int(name[1:])}"
+    return name
+
+
+def select_component(name: str | None) -> None:
+    """Select a head or MLP for every page (a click on a heatmap cell or a graph node)."""
+    if name is None or name in ("input", "logits"):
+        st.session_state.pop("selected_component", None)
+        return
+    st.session_state["selected_component"] = _component_label(name)
+
+
+def selected_component() -> str | None:
+    """The head (``L1H2``) or MLP (``MLP0``) selected on any page, or None."""
+    return st.session_state.get("selected_component")
+
+
 def remember(page: str, settings: dict) -> None:
     """Record that ``page`` was viewed with ``settings`` (the export recomputes from cache)."""
     st.session_state.setdefault("visited", {})[page] = dict(settings)

@@ -152,30 +152,32 @@ def faithfulness(spec: str, key: tuple, heads: tuple):
     return run(get_model(spec), get_prompts(spec, key), list(heads))
 
 
-def circuit(spec: str, key: tuple, source: str, threshold: float):
-    """(Circuit, scored edges, absolute cut) from the chosen source, keeping |score| >=
-    threshold x the largest |score|. Node-only for activation patching (no edges measured)."""
-    from interp.circuits import Circuit
-    from interp.models import describe
+@st.cache_data(max_entries=16, show_spinner=False)
+def discover(spec: str, key: tuple, method: str):
+    """Every edge of the model's graph scored by ``method`` (nothing selected yet)."""
+    from interp.circuits import discover as run
 
-    n_layers = describe(get_model(spec)).n_layers
-    if source == "edge attribution":
-        res = edge_attribution(spec, key)
-        edges = [(s, d, float(w)) for s, d, w in res.edges]
-    elif source.startswith("path patching"):
-        res = path_patching(spec, key, "logits", "q")
-        edges = [(lbl, "logits", float(w)) for lbl, w in
-                 zip(res.to_frame().component_label, res.values.reshape(-1).tolist())]
-    elif source.startswith("activation patching"):
-        res = act_patching(spec, key, "z", False, "denoising")
-        edges = [(lbl, "", float(w)) for lbl, w in
-                 zip(res.to_frame().component_label, res.values.reshape(-1).tolist())]
-    else:
-        raise ValueError(f"unknown circuit source {source!r}")
-    cut = threshold * (max((abs(w) for *_, w in edges), default=0.0) or 1.0)
-    if source.startswith("activation patching"):
-        kept = [s for s, _, w in sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut]
-        return Circuit.from_components(kept, n_layers=n_layers), edges, cut
-    if source == "edge attribution":
-        return res.to_circuit(threshold=cut), edges, cut
-    return Circuit.from_edges(edges, n_layers=n_layers, threshold=cut), edges, cut
+    return run(get_model(spec), get_prompts(spec, key), method=method)
+
+
+def select(graph, mode: str, value: float):
+    """``graph`` with ``top_n(value)`` or ``threshold(value x the largest |score|)`` applied."""
+    if mode == "top edges":
+        return graph.top_n(int(value))
+    return graph.threshold(float(value) * float(graph.scores.abs().max()))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def circuit_faithfulness(spec: str, key: tuple, method: str, mode: str, value: float) -> dict:
+    """``evaluate`` of the selected circuit: faithfulness, metric of model / circuit / empty."""
+    from interp.circuits import evaluate
+
+    g = select(discover(spec, key, method), mode, value)
+    return evaluate(get_model(spec), get_prompts(spec, key), g)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def faithfulness_curve(spec: str, key: tuple, method: str):
+    from interp.circuits import faithfulness_curve as run
+
+    return run(get_model(spec), get_prompts(spec, key), discover(spec, key, method))

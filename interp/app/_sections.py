@@ -116,13 +116,13 @@ def _retrieval(spec: str, key: tuple, s: dict) -> dict:
 
 @builder("circuit", "Circuit")
 def _circuit(spec: str, key: tuple, s: dict) -> dict:
-    c, _, _ = C.circuit(spec, key, s["source"], float(s["threshold"]))
-    numbers = {"nodes": len(c.nodes), "edges": len(c.edges)}
-    figs = [c.plot()]
-    if c.heads():
-        f = C.faithfulness(spec, key, tuple(C_.label(C_.Head(a, b)) for a, b in c.heads()))
-        numbers.update({"faithfulness": f.faithfulness, "faithfulness: model": f.model,
-                        "faithfulness: circuit": f.circuit, "faithfulness: corrupted": f.corrupted,
-                        "faithfulness: heads kept": f"{f.n_heads}/{f.n_heads_total}"})
-        figs.append(f.plot())
-    return dict(settings=s, figures=figs, numbers=numbers, text="nodes: " + ", ".join(c.nodes))
+    g = C.select(C.discover(spec, key, s["method"]), s["mode"], s["value"])
+    ev = C.circuit_faithfulness(spec, key, s["method"], s["mode"], s["value"])
+    numbers = {"edges kept": f"{g.n_in_graph}/{g.n_edges}", "nodes": int(g.nodes_in_graph.sum()),
+               "faithfulness": ev["faithfulness"], "metric: full model": ev["full"],
+               "metric: circuit": ev["circuit"], "metric: empty circuit": ev["empty"]}
+    top = sorted(g.in_graph.nonzero()[:, 0].tolist(), key=lambda i: -abs(float(g.scores[i])))
+    names = g.edge_names()
+    text = "strongest edges: " + ", ".join(f"{names[i]} ({float(g.scores[i]):+.3g})"
+                                           for i in top[:20])
+    return dict(settings=s, figures=[g.plot()], numbers=numbers, text=text)

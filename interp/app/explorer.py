@@ -28,4 +28,10 @@ PAGES = [
 page = st.navigation(PAGES)
 with st.sidebar:
     st.caption(f"model **{st.session_state.model_spec}** · change it on *Model & prompts*")
+    picked = st.session_state.get("selected_component")
+    if picked:
+        st.markdown(f"selected: **{picked}**")
+        if st.button("clear selection", key="sb_clear"):
+            st.session_state.pop("selected_component", None)
+            st.rerun()
 page.run()

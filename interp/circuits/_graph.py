@@ -256,6 +256,14 @@ class Graph:
                          f'color="{"blue" if w >= 0 else "red"}"];')
         return "\n".join(lines + ["}"])
 
+    def plot(self, *, title: str | None = None, selected: str | None = None,
+             max_edges: int = 400):
+        """A layered plotly drawing of the circuit edges (see :func:`interp.viz.graph_figure`):
+        arrows coloured by the input they feed (q/k/v/MLP/logits), width by |score|."""
+        from interp.viz import graph_figure
+
+        return graph_figure(self, title=title, selected=selected, max_edges=max_edges)
+
     def to_circuit(self):
         """The circuit as an ``interp.circuits.Circuit`` (q/k/v edges between the same two
         nodes summed), for drawing."""

@@ -240,15 +240,39 @@ def test_ablating_the_top_head_changes_the_logit_diff():
     assert "logit diff after" not in metrics(at) and at.info
 
 
-def test_circuit_threshold_and_export():
+def test_circuit_methods_sizes_selection_and_export():
     at = page(app(), "circuit")
-    n0 = int(metrics(at)["nodes"])
+    m = metrics(at)
+    total = int(m["edges kept"].split("/")[1])
+    assert int(m["edges kept"].split("/")[0]) == 20 and total > 1000  # zoo ioi: 1,519 edges
+    f20 = float(m["faithfulness"])
     assert charts(at) and len(at.get("download_button")) == 2
-    at.slider(key="ci_thr").set_value(0.0).run()
+    graph = charts(at)[0]
+    assert len(graph["layout"]["annotations"]) == 20  # one arrow per kept edge
+    assert {"query input", "value input"} & {t.get("name") for t in graph["data"]}
+    at.select_slider(key="ci_n").set_value(200).run()
     ok(at)
-    n1 = int(metrics(at)["nodes"])
-    assert n1 > n0 >= 1
-    assert "faithfulness (heads outside mean-ablated)" in metrics(at)
+    assert metrics(at)["edges kept"].startswith("200 /")
+    assert float(metrics(at)["faithfulness"]) != f20
+    at.radio(key="ci_mode").set_value("score threshold").run()
+    at.slider(key="ci_thr").set_value(0.5).run()
+    n_half = int(metrics(at)["edges kept"].split("/")[0])
+    at.slider(key="ci_thr").set_value(0.05).run()
+    ok(at)
+    assert int(metrics(at)["edges kept"].split("/")[0]) > n_half >= 1
+    at.radio(key="ci_method").set_value("EAP").run()
+    ok(at)
+    at.toggle(key="ci_curve").set_value(True).run()
+    ok(at)
+    m = metrics(at)
+    assert 0 < float(m["CPR"]) and float(m["CMD"]) >= 0
+    # a clicked node is stored as the shared selection; the page then shows that head
+    at.session_state["selected_component"] = "L2H0"
+    at.run()
+    ok(at)
+    assert any("Selected: L2H0" in h.value for h in at.subheader)
+    assert "logit diff, with it mean-ablated" in metrics(at)
+    assert any("selected: **L2H0**" in x.value for x in at.sidebar.markdown)
 
 
 def test_export_includes_method_pages(tmp_path):

@@ -146,3 +146,25 @@ def test_every_page_renders_without_errors(server, browser):
             assert page.locator(".js-plotly-plot").count() >= 1, f"{title} shows no figure"
     ctx.close()
     assert not problems, problems
+
+
+def test_clicking_a_circuit_node_selects_it(server, browser):
+    """A click on a node of the circuit graph selects that head for every page: the circuit
+    page shows its attention and knockout effect, and the sidebar names it."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(f"{server}/circuit", wait_until="domcontentloaded")
+    page.wait_for_selector("h1:has-text('Circuit')", timeout=120_000)
+    page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+    _wait_idle(page, 120_000)
+    page.wait_for_timeout(800)
+    nodes = page.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").last
+    nodes.locator("path.point").nth(1).click(force=True)  # node 1: a0.h0, head L0H0
+    page.wait_for_selector("h3:has-text('Selected: L0H0')", timeout=120_000)
+    _wait_idle(page, 120_000)
+    page.wait_for_timeout(500)
+    assert page.locator("[data-testid='stSidebar']").get_by_text("L0H0").count() >= 1
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "circuit_selected.png"), full_page=True)
+    assert page.locator(ERRORS).count() == 0
+    ctx.close()

@@ -1,5 +1,7 @@
-"""Circuit: heads and MLPs as nodes, edges scored by path patching or edge attribution, a
-threshold, faithfulness of the kept heads, and export (JSON / Graphviz DOT)."""
+"""Circuit: every edge of the model's graph scored (EAP, EAP-IG, clean-corrupted or exact edge
+patching), the strongest kept (top-n on a log scale, or a score threshold), drawn in layers with
+q/k/v inputs told apart, its faithfulness and the faithfulness curve (CPR / CMD); clicking a
+node shows that head's attention and what knocking it out does."""
 
 from __future__ import annotations
 
@@ -7,44 +9,110 @@ import json
 
 import streamlit as st
 
-from interp import components as C_
 from interp.app import _compute as C
-from interp.app._common import guard, header, remember
+from interp.app._common import guard, header, remember, select_component, selected_component
+from interp.app._figures import metric_bars
 from interp.models import describe
+from interp.viz import attention_figure
 
 spec, model, key, prompts = header(
-    "Circuit", "Components as nodes, scored edges between them; keep the strongest with a "
-    "threshold and check how much of the behaviour the kept heads carry (faithfulness).")
+    "Circuit", "Every edge of the model's graph scored, the strongest kept and drawn; check how "
+    "much of the behaviour the kept edges carry (faithfulness; everything else is corrupted).")
 info = describe(model)
-sources = ["edge attribution", "path patching (senders -> logits)",
-           "activation patching of heads (nodes only)"]
-source = st.radio("edges from", sources, horizontal=True, key="ci_source")
+if not prompts.has_corrupted:
+    st.info("Circuit discovery compares clean and corrupted prompts; this prompt set has no "
+            "corrupted prompts. Pick a set with corrupted prompts on **Model & prompts**.")
+    st.stop()
 
-thr = st.slider("keep |score| >= threshold (fraction of the largest)", 0.0, 1.0, 0.3, 0.01,
-                key="ci_thr")
-with st.spinner(f"Scoring with {source}…"):
-    circuit, edges, cut = guard(source, C.circuit, spec, key, source, float(thr),
-                                hint="these methods need corrupted prompts of the same token length.")
-remember("circuit", {"source": source, "threshold": thr})
+METHODS = {"EAP-IG (inputs)": "eap-ig-inputs", "EAP": "eap", "clean-corrupted": "clean-corrupted",
+           "EAP-IG (activations)": "eap-ig-activations", "exact edge patching": "exact"}
+c1, c2, c3 = st.columns([3, 2, 3])
+method_name = c1.radio("scoring method", list(METHODS), horizontal=True, key="ci_method",
+                       help="EAP-IG (inputs), 5 steps, is the default of the MIB benchmark; exact "
+                            "patching scores each edge by patching it alone (slowest).")
+method = METHODS[method_name]
+mode = c2.radio("keep", ["top edges", "score threshold"], horizontal=True, key="ci_mode")
+with st.spinner(f"Scoring every edge with {method_name}…"):
+    graph = guard(f"Scoring edges with {method_name}", C.discover, spec, key, method,
+                  hint="clean and corrupted prompts need the same token length; on a model "
+                       "family this method cannot handle, pick another method.")
+E = graph.n_edges
+if mode == "top edges":
+    steps = [n for n in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000,
+                         50000, 100000) if n < E] + [E]
+    value = c3.select_slider("circuit size in edges (log scale)", steps,
+                             value=min(20 if 20 in steps else steps[-1], E), key="ci_n")
+    sel_text = f"top {value} of {E} edges"
+else:
+    value = c3.slider("keep |score| >= this fraction of the largest", 0.0, 1.0, 0.2, 0.01,
+                      key="ci_thr")
+    sel_text = f"|score| >= {value:.2f} x the largest"
+g = C.select(graph, mode, value)
+remember("circuit", {"method": method, "mode": mode, "value": value})
 
-heads = tuple(C_.label(C_.Head(a, b)) for a, b in circuit.heads())
+ev = guard("Evaluating the circuit", C.circuit_faithfulness, spec, key, method, mode, value)
 left, right = st.columns([3, 2])
-left.plotly_chart(circuit.plot(title=f"Circuit: {len(circuit.nodes)} nodes, {len(circuit.edges)} "
-                               f"edges ({source})"), key="ci_graph")
+with left:
+    picked = selected_component()
+    node = None
+    if picked:
+        node = picked.replace("MLP", "m") if picked.startswith("MLP") else (
+            "a" + picked[1:].replace("H", ".h") if picked.startswith("L") else None)
+    event = st.plotly_chart(
+        g.plot(title=f"{method_name}: {g.n_in_graph} edges kept ({sel_text})", selected=node),
+        key="ci_graph", on_select="rerun", selection_mode="points")
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    clicked = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+    if clicked:
+        select_component(clicked[0])
+        st.rerun()
+    st.caption("Click a head or MLP to select it (shared with the other pages). Arrow colour: "
+               "the input it feeds; width: |score|; faded: negative score.")
 with right:
-    c1, c2 = st.columns(2)
-    c1.metric("nodes", len(circuit.nodes))
-    c2.metric("heads", len(heads))
-    if prompts.has_corrupted and heads:
-        f = guard("Faithfulness", C.faithfulness, spec, key, heads)
-        st.metric("faithfulness (heads outside mean-ablated)", f"{f.faithfulness:.3f}")
-        st.caption(f"metric: model {f.model:.3f}, circuit {f.circuit:.3f}, corrupted "
-                   f"{f.corrupted:.3f}")
-    st.dataframe(
-        [{"src": s, "dst": d or "-", "score": round(w, 4)} for s, d, w in
-         sorted(edges, key=lambda e: -abs(e[2])) if abs(w) >= cut][:30], hide_index=True)
-    doc = json.dumps(circuit.to_json(), indent=1)
-    st.download_button("Export circuit JSON", doc, file_name="circuit.json",
-                       mime="application/json", key="ci_json")
-    st.download_button("Export Graphviz DOT", circuit.to_dot(), file_name="circuit.dot",
+    m1, m2, m3 = st.columns(3)
+    m1.metric("edges kept", f"{g.n_in_graph} / {E}")
+    m2.metric("nodes", int(g.nodes_in_graph.sum()))
+    m3.metric("faithfulness", f"{ev['faithfulness']:.3f}")
+    st.caption(f"logit difference: full model {ev['full']:.3f}, circuit {ev['circuit']:.3f}, "
+               f"empty circuit (all corrupted) {ev['empty']:.3f}")
+    if st.toggle("faithfulness curve (CPR / CMD)", key="ci_curve",
+                 help="faithfulness of the top 0.1% ... 100% of edges; CPR: area under the curve "
+                      "ranked by signed score (higher is better), CMD: area under |1 - f| ranked "
+                      "by |score| (lower is better), as in the MIB benchmark."):
+        with st.spinner("Evaluating circuits of 10 sizes…"):
+            curve = guard("Faithfulness curve", C.faithfulness_curve, spec, key, method)
+        k1, k2 = st.columns(2)
+        k1.metric("CPR", f"{curve.cpr:.3f}")
+        k2.metric("CMD", f"{curve.cmd:.3f}")
+        st.plotly_chart(curve.plot(), key="ci_curve_fig")
+    top = sorted(g.in_graph.nonzero()[:, 0].tolist(), key=lambda i: -abs(float(g.scores[i])))
+    st.dataframe([{"edge": g.edge_names()[i], "score": round(float(g.scores[i]), 4)}
+                  for i in top[:30]], hide_index=True, height=240)
+    st.download_button("Export graph JSON (EAP-IG format)", json.dumps(g.to_eap_json()),
+                       file_name="circuit.json", mime="application/json", key="ci_json")
+    st.download_button("Export Graphviz DOT", g.to_dot(), file_name="circuit.dot",
                        mime="text/vnd.graphviz", key="ci_dot")
+
+# --- the selected component ---------------------------------------------------------------------
+picked = selected_component()
+if picked:
+    st.subheader(f"Selected: {picked}")
+    d1, d2 = st.columns([3, 2])
+    if picked.startswith("L"):
+        layer, head = (int(x) for x in picked[1:].split("H"))
+        if layer < info.n_layers and head < info.n_heads:
+            pats = guard("Attention patterns", C.patterns, spec, key, 0)
+            toks = C.str_tokens(spec, key, 0)
+            d1.plotly_chart(attention_figure(pats[layer, head], toks,
+                                             title=f"{picked} attention on example 0"),
+                            key="ci_attn")
+    res = guard(f"Knocking out {picked}", C.ablate, spec, key, (picked,), "mean")
+    lo, hi = res.ci[0].tolist()
+    with d2:
+        st.metric("logit diff, with it mean-ablated", f"{res.ablated:.3f}",
+                  delta=f"{res.ablated - res.baseline:+.3f}")
+        st.caption(f"before {res.baseline:.3f}; change 95% CI [{lo:+.3f}, {hi:+.3f}] over "
+                   f"{len(res.baseline_per_example)} prompts (paired)")
+            st.plotly_chart(metric_bars(["before", "after"], [res.baseline, res.ablated],
+                                    title=f"knocking out {picked}", yaxis="logit difference"),
+                        key="ci_knock")
