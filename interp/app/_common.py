@@ -119,12 +119,19 @@ def _component_label(name: str) -> str:
     return name
 
 
-def select_component(name: str | None) -> None:
-    """Select a head or MLP for every page (a click on a heatmap cell or a graph node)."""
-    if name is None or name in ("input", "logits"):
-        st.session_state.pop("selected_component", None)
-        return
-    st.session_state["selected_component"] = _component_label(name)
+def select_component(name: str | None) -> bool:
+    """Select a head or MLP for every page (a click on a heatmap cell or a graph node; ``input``
+    / ``logits`` / None clear it). True when the selection changed (the caller reruns then; a
+    chart keeps reporting its last click, so an unchanged one must not rerun again)."""
+    ss = st.session_state
+    new = None if name is None or name in ("input", "logits") else _component_label(name)
+    if ss.get("selected_component") == new:
+        return False
+    if new is None:
+        ss.pop("selected_component", None)
+    else:
+        ss["selected_component"] = new
+    return True
 
 
 def selected_component() -> str | None:

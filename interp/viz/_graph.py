@@ -71,10 +71,11 @@ def graph_figure(graph, *, title: str | None = None, selected: str | None = None
         x1, y1 = _node_xy(node, H, L)
         y1 += _PORT_DY[kind]
         w = float(graph.scores[i])
+        width = 0.8 + 4.2 * abs(w) / top
         fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y",
-                           showarrow=True, arrowhead=2, arrowsize=1.0, standoff=9,
-                           arrowwidth=0.8 + 4.2 * abs(w) / top, arrowcolor=KIND_COLOURS[kind],
-                           opacity=0.85 if w >= 0 else 0.55)
+                           showarrow=True, arrowhead=2, standoff=9, arrowwidth=width,
+                           arrowsize=max(0.5, 1.4 / width),  # heads ~ the same size at any width
+                           arrowcolor=KIND_COLOURS[kind], opacity=0.85 if w >= 0 else 0.55)
         used.add(kind)
         degree[src] = degree.get(src, 0) + 1
         degree[node] = degree.get(node, 0) + 1
@@ -109,13 +110,14 @@ def graph_figure(graph, *, title: str | None = None, selected: str | None = None
     ticks.append(2.0 * L + 1)
     text = ["input"] + [t for layer in range(L) for t in (f"attn {layer}", f"MLP {layer}")]
     fig.update_layout(
-        title=title or f"Circuit: {int(mask.sum())} edges", height=max(380, 70 * H + 160),
+        title=dict(text=title or f"Circuit: {int(mask.sum())} edges", font=dict(size=14)),
+        height=max(400, 60 * H + 200),
         xaxis=dict(tickvals=ticks, ticktext=text + ["logits"], showgrid=False, zeroline=False,
                    range=[-0.6, 2 * L + 1.6]),
         yaxis=dict(tickvals=list(range(H)), ticktext=[f"H{H - 1 - h}" for h in range(H)],
                    showgrid=False, zeroline=False, range=[-0.8, H - 0.2]),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0,
+        legend=dict(orientation="h", yanchor="top", y=-0.06, xanchor="center", x=0.5,
                     title_text="arrow into:"),
-        margin=dict(l=40, r=20, t=70, b=40), plot_bgcolor="white", clickmode="event+select",
+        margin=dict(l=40, r=20, t=50, b=70), plot_bgcolor="white", clickmode="event+select",
         dragmode=False)
     return fig

@@ -243,23 +243,23 @@ def test_ablating_the_top_head_changes_the_logit_diff():
 def test_circuit_methods_sizes_selection_and_export():
     at = page(app(), "circuit")
     m = metrics(at)
-    total = int(m["edges kept"].split("/")[1])
-    assert int(m["edges kept"].split("/")[0]) == 20 and total > 1000  # zoo ioi: 1,519 edges
+    kept = int(m["edges kept"])
+    assert 1 <= kept <= 20  # the top 20, dangling edges pruned
     f20 = float(m["faithfulness"])
     assert charts(at) and len(at.get("download_button")) == 2
     graph = charts(at)[0]
-    assert len(graph["layout"]["annotations"]) == 20  # one arrow per kept edge
+    assert len(graph["layout"]["annotations"]) == kept  # one arrow per kept edge
     assert {"query input", "value input"} & {t.get("name") for t in graph["data"]}
     at.select_slider(key="ci_n").set_value(200).run()
     ok(at)
-    assert metrics(at)["edges kept"].startswith("200 /")
+    assert 20 < int(metrics(at)["edges kept"]) <= 200
     assert float(metrics(at)["faithfulness"]) != f20
     at.radio(key="ci_mode").set_value("score threshold").run()
     at.slider(key="ci_thr").set_value(0.5).run()
-    n_half = int(metrics(at)["edges kept"].split("/")[0])
+    n_half = int(metrics(at)["edges kept"])
     at.slider(key="ci_thr").set_value(0.05).run()
     ok(at)
-    assert int(metrics(at)["edges kept"].split("/")[0]) > n_half >= 1
+    assert int(metrics(at)["edges kept"]) > n_half >= 0
     at.radio(key="ci_method").set_value("EAP").run()
     ok(at)
     at.toggle(key="ci_curve").set_value(True).run()
@@ -272,7 +272,8 @@ def test_circuit_methods_sizes_selection_and_export():
     ok(at)
     assert any("Selected: L2H0" in h.value for h in at.subheader)
     assert "logit diff, with it mean-ablated" in metrics(at)
-    assert any("selected: **L2H0**" in x.value for x in at.sidebar.markdown)
+    home = ok(app(selected_component="L2H0"))  # the sidebar names the selection on every page
+    assert any("selected: **L2H0**" in x.value for x in home.sidebar.markdown)
 
 
 def test_export_includes_method_pages(tmp_path):

@@ -153,7 +153,10 @@ def test_clicking_a_circuit_node_selects_it(server, browser):
     page shows its attention and knockout effect, and the sidebar names it."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
-    page.goto(f"{server}/circuit", wait_until="domcontentloaded")
+    page.goto(server, wait_until="domcontentloaded")  # the app's own navigation, then its page
+    page.wait_for_selector("h1:has-text('Model & prompts')", timeout=120_000)
+    _wait_idle(page, 120_000)
+    page.locator("[data-testid='stSidebarNav'] a:has-text('Circuit')").first.click()
     page.wait_for_selector("h1:has-text('Circuit')", timeout=120_000)
     page.wait_for_selector(".js-plotly-plot", timeout=120_000)
     _wait_idle(page, 120_000)
@@ -163,7 +166,9 @@ def test_clicking_a_circuit_node_selects_it(server, browser):
     page.wait_for_selector("h3:has-text('Selected: L0H0')", timeout=120_000)
     _wait_idle(page, 120_000)
     page.wait_for_timeout(500)
-    assert page.locator("[data-testid='stSidebar']").get_by_text("L0H0").count() >= 1
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "circuit_selected.png"), full_page=True)
+    page.wait_for_selector("[data-testid='stSidebar'] strong:has-text('L0H0')", timeout=60_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "circuit_selected.png"), full_page=True)
     assert page.locator(ERRORS).count() == 0

@@ -42,7 +42,7 @@ if mode == "top edges":
                          50000, 100000) if n < E] + [E]
     value = c3.select_slider("circuit size in edges (log scale)", steps,
                              value=min(20 if 20 in steps else steps[-1], E), key="ci_n")
-    sel_text = f"top {value} of {E} edges"
+    sel_text = f"top {value} of {E} edges, dangling ones pruned"
 else:
     value = c3.slider("keep |score| >= this fraction of the largest", 0.0, 1.0, 0.2, 0.01,
                       key="ci_thr")
@@ -59,18 +59,17 @@ with left:
         node = picked.replace("MLP", "m") if picked.startswith("MLP") else (
             "a" + picked[1:].replace("H", ".h") if picked.startswith("L") else None)
     event = st.plotly_chart(
-        g.plot(title=f"{method_name}: {g.n_in_graph} edges kept ({sel_text})", selected=node),
+        g.plot(title=f"{method_name}: {g.n_in_graph} edges", selected=node),
         key="ci_graph", on_select="rerun", selection_mode="points")
     points = (event or {}).get("selection", {}).get("points", []) if event else []
     clicked = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
-    if clicked:
-        select_component(clicked[0])
+    if clicked and select_component(clicked[0]):  # a new selection: redraw with it
         st.rerun()
-    st.caption("Click a head or MLP to select it (shared with the other pages). Arrow colour: "
-               "the input it feeds; width: |score|; faded: negative score.")
+    st.caption(f"Kept: {sel_text}. Click a head or MLP to select it (shared with the other "
+               "pages). Arrow colour: the input it feeds; width: |score|; faded: negative score.")
 with right:
     m1, m2, m3 = st.columns(3)
-    m1.metric("edges kept", f"{g.n_in_graph} / {E}")
+    m1.metric("edges kept", f"{g.n_in_graph}", help=f"of {E} edges in the model's graph")
     m2.metric("nodes", int(g.nodes_in_graph.sum()))
     m3.metric("faithfulness", f"{ev['faithfulness']:.3f}")
     st.caption(f"logit difference: full model {ev['full']:.3f}, circuit {ev['circuit']:.3f}, "
@@ -113,6 +112,6 @@ if picked:
                   delta=f"{res.ablated - res.baseline:+.3f}")
         st.caption(f"before {res.baseline:.3f}; change 95% CI [{lo:+.3f}, {hi:+.3f}] over "
                    f"{len(res.baseline_per_example)} prompts (paired)")
-            st.plotly_chart(metric_bars(["before", "after"], [res.baseline, res.ablated],
+        st.plotly_chart(metric_bars(["before", "after"], [res.baseline, res.ablated],
                                     title=f"knocking out {picked}", yaxis="logit difference"),
                         key="ci_knock")
