@@ -140,5 +140,32 @@ def selected_component() -> str | None:
 
 
 def remember(page: str, settings: dict) -> None:
-    """Record that ``page`` was viewed with ``settings`` (the export recomputes from cache)."""
-    st.session_state.setdefault("visited", {})[page] = dict(settings)
+    """Record what ``page`` shows now, for the report: its section (settings, numbers, figures)
+    is built at this moment, with this model and these prompts, from the results the page has
+    just computed (cached), and kept as a new record unless the last record of this page, model,
+    prompts and settings is the same. The export writes the records; it recomputes nothing."""
+    ss = st.session_state
+    ss.setdefault("visited", {})[page] = dict(settings)
+    from interp.app._sections import BUILDERS
+
+    if page not in BUILDERS:
+        return
+    spec, key = ss.model_spec, ss.prompt_key
+    ident = (page, spec, repr(key), repr(sorted(settings.items())))
+    records = ss.setdefault("records", [])
+    if any(r["ident"] == ident for r in records):
+        return
+    title, fn = BUILDERS[page]
+    try:
+        section = fn(spec, key, dict(settings))
+    except Exception:  # noqa: BLE001  (the page itself shows the error; nothing to record)
+        return
+    section["settings"] = {"model": spec, "prompts": describe_key(key),
+                           **dict(section.get("settings") or {})}
+    records.append({"ident": ident, "page": page, "title": title, "model": spec,
+                    "section": section})
+    del records[:-MAX_RECORDS]
+
+
+#: Records kept for the report (the oldest are dropped first).
+MAX_RECORDS = 60

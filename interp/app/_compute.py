@@ -18,6 +18,24 @@ def lens(spec: str, key: tuple, k: int = 5):
     return logit_lens(get_model(spec), get_prompts(spec, key), k=k)
 
 
+def lens_topk_table(spec: str, key: tuple, k: int, example: int):
+    """``[layer x k]`` table: the lens's top-k tokens (with probabilities) at the answer
+    position of ``example``."""
+    import pandas as pd
+
+    res = lens(spec, key, k)
+    tok = get_model(spec).tokenizer
+    ap = int(get_prompts(spec, key).answer_pos[example])
+    ids, probs = res.top_ids[:, example, ap, :k], res.top_probs[:, example, ap, :k]
+    rows = []
+    for i, layer in enumerate(res.coords["layer"]):
+        row = {"layer": layer}
+        for j in range(ids.shape[-1]):
+            row[f"#{j + 1}"] = f"{tok.decode([int(ids[i, j])])!r} {float(probs[i, j]):.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 @st.cache_data(max_entries=16, show_spinner="Direct logit attribution…")
 def dla(spec: str, key: tuple):
     from interp.lens import direct_logit_attribution

@@ -68,8 +68,13 @@ def _lens(spec: str, key: tuple, s: dict) -> dict:
     first = res.first_top1_layer(example=ex)
     ranks = pd.DataFrame({"layer": res.coords["layer"], "target rank": res.target_rank[:, ex, ap].tolist(),
                           "target prob": res.values[:, ex, ap].tolist()})
-    return dict(settings=s, figures=[res.plot(example=ex)], tables={"target token by layer": ranks},
-                numbers={"first top-1 layer": "never" if first is None else res.coords["layer"][first]})
+    return dict(settings=s, figures=[res.plot(example=ex)],
+                tables={"target token by layer": ranks,
+                        f"top {int(s.get('k', 5))} tokens at the answer position":
+                            C.lens_topk_table(spec, key, int(s.get("k", 5)), ex)},
+                numbers={"first top-1 layer": "never" if first is None else res.coords["layer"][first],
+                         "target rank, final layer": int(res.target_rank[-1, ex, ap]),
+                         "target prob, final layer": float(res.values[-1, ex, ap])})
 
 
 @builder("patching", "Patching")

@@ -169,6 +169,11 @@ def test_logit_lens_grid_and_target_rank():
     assert {"target token", "rank at the final layer", "first layer where it is top-1"} <= set(m)
     # the rank curve's last point is the metric shown
     assert str(figs[1]["data"][0]["y"][-1]) == str(m["rank at the final layer"])
+    top = at.dataframe[-1].value  # the top-k table follows the slider
+    assert len(top.columns) == 1 + 5 and len(top) == len(grid["y"])
+    at.slider(key="l_k").set_value(3).run()
+    ok(at)
+    assert len(at.dataframe[-1].value.columns) == 1 + 3
     at.number_input(key="l_example").set_value(3).run()
     ok(at)
     assert charts(at)[0]["data"][0]["z"] != grid["z"]
@@ -191,7 +196,7 @@ def test_export_collects_visited_pages_and_saves(tmp_path):
     html = next(tmp_path.glob("*.html")).read_text()
     doc = json.loads(next(tmp_path.glob("*.json")).read_text())
     titles = [s["title"] for s in doc["sections"]]
-    assert titles == ["Model & prompts", "Attention", "Logit lens"]
+    assert titles == ["Model & prompts (ioi)", "Attention (ioi)", "Logit lens (ioi)"]
     assert "<script src=" not in html and "Plotly.newPlot" in html
     assert all(escape(t) in html for t in titles)
     assert doc["model"] == at.session_state.model_spec
@@ -272,6 +277,10 @@ def test_circuit_methods_sizes_selection_and_export():
     ok(at)
     assert any("Selected: L2H0" in h.value for h in at.subheader)
     assert "logit diff, with it mean-ablated" in metrics(at)
+    at = page(at, "attention")  # the selection flows to the other pages
+    assert (at.session_state["a_layer"], at.session_state["a_head"]) == (2, 0)
+    at = page(at, "ablation")
+    assert at.session_state["ab_components"] == ["L2H0"]
     home = ok(app(selected_component="L2H0"))  # the sidebar names the selection on every page
     assert any("selected: **L2H0**" in x.value for x in home.sidebar.markdown)
 
@@ -286,10 +295,33 @@ def test_export_includes_method_pages(tmp_path):
     doc = json.loads(next(tmp_path.glob("*.json")).read_text())
     titles = [s["title"] for s in doc["sections"]]
     for name in ("Patching", "Ablation", "Circuit"):
-        assert name in titles
+        assert f"{name} (ioi)" in titles, titles
     for s in doc["sections"]:
-        if s["title"] != "Model & prompts":
+        if not s["title"].startswith("Model & prompts"):
             assert s["figures"], s["title"]
+
+
+def test_report_keeps_every_view_as_shown_across_models(tmp_path):
+    """Two models, the same page, two settings: the report has every view with its own model
+    and numbers, recorded when shown (switching the model afterwards changes nothing)."""
+    from interp.app._common import default_prompt_key
+
+    at = app()
+    at = page(at, "lens")
+    at.number_input(key="l_example").set_value(1).run()
+    ok(at)
+    at.session_state["model_spec"] = "induction"
+    at.session_state["prompt_key"] = default_prompt_key("induction")
+    at = page(at, "lens")
+    at = page(at, "export")
+    at.text_input(key="x_dir").set_value(str(tmp_path)).run()
+    ok(at.button(key="x_save").click().run())
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    lens = [s for s in doc["sections"] if s["title"].startswith("Logit lens")]
+    assert [s["settings"]["model"] for s in lens] == ["ioi", "ioi", "induction"]
+    assert [s["settings"]["example"] for s in lens[:2]] == [0, 1]
+    assert lens[0]["numbers"] != lens[1]["numbers"] and lens[0]["numbers"] != lens[2]["numbers"]
+    assert all(s["figures"] for s in lens)
 
 
 def test_retrieval_scores_threshold_and_masking():

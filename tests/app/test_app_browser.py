@@ -173,3 +173,36 @@ def test_clicking_a_circuit_node_selects_it(server, browser):
     page.screenshot(path=str(ARTIFACTS / "circuit_selected.png"), full_page=True)
     assert page.locator(ERRORS).count() == 0
     ctx.close()
+
+
+def test_clicking_a_heatmap_cell_selects_the_head_on_other_pages(server, browser):
+    """Click cell (L1, H2) of the ablation page's knockout heatmap; the Attention page then opens
+    on that head."""
+    from interp.models import describe, load_model
+
+    info = describe(load_model("ioi"))
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(server, wait_until="domcontentloaded")
+    page.wait_for_selector("h1:has-text('Model & prompts')", timeout=120_000)
+    _wait_idle(page, 120_000)
+    page.locator("[data-testid='stSidebarNav'] a:has-text('Ablation')").first.click()
+    page.wait_for_selector("h1:has-text('Ablation')", timeout=120_000)
+    page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+    _wait_idle(page, 120_000)
+    page.wait_for_timeout(800)
+    drag = page.locator(".js-plotly-plot").first.locator("rect.nsewdrag").first
+    box = drag.bounding_box()
+    x = box["x"] + box["width"] * (2.5 / info.n_heads)  # column H2
+    y = box["y"] + box["height"] * (1.5 / info.n_layers)  # row L1 (rows run top-down)
+    page.mouse.click(x, y)
+    page.wait_for_selector("[data-testid='stSidebar'] strong:has-text('L1H2')", timeout=60_000)
+    _wait_idle(page, 120_000)
+    page.locator("[data-testid='stSidebarNav'] a:has-text('Attention')").first.click()
+    page.wait_for_selector("h1:has-text('Attention')", timeout=120_000)
+    _wait_idle(page, 120_000)
+    page.wait_for_selector("text=L1H2 on example 0", timeout=60_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "attention_after_heatmap_click.png"), full_page=True)
+    assert page.locator(ERRORS).count() == 0
+    ctx.close()

@@ -9,7 +9,7 @@ import streamlit as st
 
 from interp import components as C_
 from interp.app import _compute as C
-from interp.app._common import guard, header, remember
+from interp.app._common import guard, header, remember, select_component, selected_component
 from interp.app._figures import metric_bars
 from interp.models import describe
 
@@ -28,7 +28,11 @@ with st.spinner(f"Knocking out each of {info.n_layers * info.n_heads} heads and 
 # default selection: the head whose knockout moves the metric most
 layer, head = divmod(int(ko.values.abs().argmax()), info.n_heads)
 options = info.head_labels() + C_.mlp_labels(info.n_layers) + C_.attn_labels(info.n_layers)
-if "ab_components" not in st.session_state:
+picked = selected_component()
+if picked in options and picked != st.session_state.get("ab_synced"):
+    st.session_state.ab_components = [picked]  # the component selected on another page
+    st.session_state.ab_synced = picked
+elif "ab_components" not in st.session_state:
     st.session_state.ab_components = [C_.label(C_.Head(layer, head))]
 else:  # keep only components this model has (the model may have changed)
     st.session_state.ab_components = [c for c in st.session_state.ab_components if c in options]
@@ -38,7 +42,15 @@ remember("ablation", {"method": method, "components": list(comps)})
 left, right = st.columns([3, 2])
 with left:
     fig = ko.plot(title=f"Knockout of each head alone ({method}): change in {ko.meta['metric']}")
-    st.plotly_chart(fig, key="ab_ko")
+    event = st.plotly_chart(fig, key="ab_ko", on_select="rerun", selection_mode="points")
+    points = event.selection.points if event else []
+    if points and "x" in points[0] and "y" in points[0]:  # click a cell: select that head
+        try:
+            hd = C_.Head(int(str(points[0]["y"]).lstrip("L")), int(str(points[0]["x"]).lstrip("H")))
+        except ValueError:
+            hd = None
+        if hd is not None and select_component(C_.label(hd)):
+            st.rerun()
     if ko.mlp_values is not None:
         mf = ko.mlps
         bars = go.Figure(go.Bar(x=mf.labels("component"), y=mf.values.tolist()))

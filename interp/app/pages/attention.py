@@ -6,7 +6,7 @@ import streamlit as st
 
 from interp import components as C_
 from interp.app import _compute as C
-from interp.app._common import guard, header, remember
+from interp.app._common import guard, header, remember, select_component, selected_component
 from interp.app._figures import attention_grid
 from interp.models import describe
 from interp.viz import attention_figure
@@ -15,10 +15,28 @@ spec, model, key, prompts = header(
     "Attention", "Attention patterns of every head on one prompt; pick a head to see it large.")
 info = describe(model)
 
+ss = st.session_state
+picked = selected_component()  # a head selected on any page opens here
+if picked and picked != ss.get("a_synced"):
+    try:
+        h0 = C_.parse(picked)
+    except ValueError:
+        h0 = None
+    if isinstance(h0, C_.Head) and h0.layer < info.n_layers and h0.head < info.n_heads:
+        ss.a_layer, ss.a_head = h0.layer, h0.head
+    ss.a_synced = picked
+
+
+def _dropdown_changed() -> None:  # a head picked by hand becomes the shared selection
+    name = C_.label(C_.Head(ss.a_layer, ss.a_head))
+    select_component(name)
+    ss.a_synced = name
+
+
 c1, c2, c3, c4 = st.columns(4)
 ex = c1.number_input("example", 0, len(prompts) - 1, 0, key="a_example")
-layer = c2.selectbox("layer", list(range(info.n_layers)), key="a_layer")
-head = c3.selectbox("head", list(range(info.n_heads)), key="a_head")
+layer = c2.selectbox("layer", list(range(info.n_layers)), key="a_layer", on_change=_dropdown_changed)
+head = c3.selectbox("head", list(range(info.n_heads)), key="a_head", on_change=_dropdown_changed)
 overlay = c4.selectbox("head-score overlay", ["none", "induction", "previous token", "duplicate token"],
                        key="a_overlay")
 name = C_.label(C_.Head(layer, head))
@@ -33,9 +51,16 @@ if overlay != "none":
 
 left, right = st.columns([3, 2])
 with left:
-    st.plotly_chart(attention_grid(pats, toks, scores=None if scores is None else scores.values,
-                                   score_name=overlay, selected=(layer, head)),
-                    key="a_grid")
+    event = st.plotly_chart(
+        attention_grid(pats, toks, scores=None if scores is None else scores.values,
+                       score_name=overlay, selected=(layer, head)),
+        key="a_grid", on_select="rerun", selection_mode="points")
+    points = event.selection.points if event else []
+    if points:  # a click in a panel selects that head (panels are layer-major)
+        cn = int(points[0].get("curve_number", 0))
+        if select_component(C_.label(C_.Head(cn // info.n_heads, cn % info.n_heads))):
+            st.rerun()
+    st.caption("Click a panel to select its head (shared with the other pages).")
 with right:
     st.plotly_chart(attention_figure(pats[layer, head], toks, title=f"{name} on example {ex}")
                     .update_layout(height=520), key="a_head_fig")

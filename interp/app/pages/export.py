@@ -1,4 +1,4 @@
-"""Export: the pages visited in this session as one self-contained HTML report and as JSON."""
+"""Export: every view recorded in this session as one self-contained HTML report and JSON."""
 
 from __future__ import annotations
 
@@ -7,36 +7,39 @@ from pathlib import Path
 
 import streamlit as st
 
-from interp.app._common import current, describe_key, guard, init_state
-from interp.app._sections import BUILDERS
+from interp.app._common import current, guard, init_state
 from interp.report import Report
 
 init_state()
 st.title("Export report")
-st.caption("Collects every page you have opened in this session, with the settings you last used "
-           "there, into one HTML file (figures, settings, numbers; opens offline) and a JSON file.")
+st.caption("Every result you looked at in this session, as it was shown (model, prompts, "
+           "settings, numbers and figures recorded at that moment, every setting you tried), "
+           "in one HTML file (opens offline) and a JSON file. Nothing is recomputed.")
 spec, model, key, prompts = current()
-visited = st.session_state.get("visited", {})
-pages = [p for p in BUILDERS if p in visited]
-if not pages:
-    st.info("Open some pages first (e.g. **Attention** or **Logit lens**); they will appear here.")
+records = st.session_state.get("records", [])
+if not records:
+    st.info("Open some pages first (e.g. **Attention** or **Logit lens**); what they show is "
+            "recorded here.")
     st.stop()
-title = st.text_input("report title", f"interp explorer: {spec}", key="x_title")
-chosen = st.multiselect("sections", pages, default=pages, key="x_sections",
-                        format_func=lambda p: BUILDERS[p][0])
+title = st.text_input("report title", f"interp explorer session ({len(records)} views)",
+                      key="x_title")
+labels = [f"{i + 1}. {r['title']} · {r['model']}" for i, r in enumerate(records)]
+chosen = st.multiselect("sections", list(range(len(records))), default=list(range(len(records))),
+                        key="x_sections", format_func=lambda i: labels[i])
 
 
 def build() -> Report:
-    rep = Report(title=title, model=spec, settings={"prompts": describe_key(key)})
-    for p in chosen:
-        name, fn = BUILDERS[p]
-        rep.add(name, **fn(spec, key, visited[p]))
+    models = sorted({records[i]["model"] for i in chosen})
+    rep = Report(title=title, model=", ".join(models), settings={"views": len(chosen)})
+    for i in chosen:
+        r = records[i]
+        rep.add(f"{r['title']} ({r['model']})", **r["section"])
     return rep
 
 
 rep = guard("Building the report", build, hint="re-open the failing page to see its own message.")
 st.write(f"{len(rep.sections)} section(s), {sum(len(s.figures) for s in rep.sections)} figure(s).")
-stem = f"interp-report-{spec.replace('/', '_')}"
+stem = "interp-report-" + "-".join(sorted({records[i]["model"] for i in chosen})).replace("/", "_")
 c1, c2 = st.columns(2)
 c1.download_button("Download HTML report", rep.to_html(), file_name=f"{stem}.html", mime="text/html",
                    key="x_html", type="primary")

@@ -38,3 +38,6 @@ fig2.update_layout(title=f"Probability of {target!r}", yaxis_range=[0, 1], heigh
 a, b = st.columns(2)
 a.plotly_chart(fig, key="l_rank")
 b.plotly_chart(fig2, key="l_prob")
+
+st.subheader(f"Top {k} tokens at the answer position, by layer")
+st.dataframe(C.lens_topk_table(spec, key, int(k), int(ex)), hide_index=True)

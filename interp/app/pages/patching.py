@@ -5,8 +5,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from interp import components as C_
 from interp.app import _compute as C
-from interp.app._common import guard, header, remember
+from interp.app._common import guard, header, remember, select_component
 from interp.models import describe
 
 spec, model, key, prompts = header(
@@ -51,7 +52,23 @@ c1, c2, c3 = st.columns(3)
 c1.metric(f"clean {m.get('metric', 'metric')}", f"{m['clean']:.3f}")
 c2.metric(f"corrupted {m.get('metric', 'metric')}", f"{m['corrupted']:.3f}")
 c3.metric("largest |score|", f"{float(res.values.abs().max()):.3f}")
-st.plotly_chart(res.plot(), key="pt_heat")
+event = st.plotly_chart(res.plot(), key="pt_heat", on_select="rerun", selection_mode="points")
+points = event.selection.points if event else []
+if points and len(res.dims) == 2:  # a clicked cell becomes the cell shown below
+    y, x = str(points[0].get("y")), str(points[0].get("x"))
+    names = [[str(c) for c in res.coords[d]] for d in res.dims]
+    if y in names[0] and x in names[1]:
+        cell = (names[0].index(y), names[1].index(x))
+        if cell != st.session_state.get("pt_clicked"):
+            st.session_state.pt_clicked = cell
+            for d, j in zip(res.dims, cell):
+                st.session_state[f"pt_cell_{d}"] = j
+            if "head" in res.dims and "layer" in res.dims:
+                hd = C_.Head(int(cell[res.dims.index("layer")]), int(cell[res.dims.index("head")]))
+                select_component(C_.label(hd))
+            st.rerun()
+st.caption("Click a cell to inspect it below (a head cell also selects the head for the other "
+           "pages).")
 
 st.subheader("One cell")
 cols = st.columns(len(res.dims))
