@@ -67,11 +67,32 @@ def guard(what: str, fn: Callable[..., T], *args: Any, hint: str = "", **kwargs:
         raise UserFacingError(msg) from e  # not reached: st.stop() ends the script run
 
 
-@st.cache_resource(max_entries=1, show_spinner="Loading the model…")
+def device_choices() -> list[str]:
+    """``auto`` (CUDA, else MPS, else CPU), ``cpu``, and each accelerator this machine has."""
+    import torch
+
+    out = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    return out + (["mps"] if mps is not None and mps.is_available() else [])
+
+
+def app_device() -> str:
+    """The device chosen in the sidebar (default: ``INTERP_DEVICE`` or ``auto``), resolved."""
+    from interp.models import resolve_device
+
+    return resolve_device(st.session_state.get("device") or os.environ.get("INTERP_DEVICE", "auto"))
+
+
 def get_model(spec: str):
+    """The session's model on the sidebar's device (loaded once per spec and device)."""
+    return _load_model(spec, app_device())
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the model…")
+def _load_model(spec: str, device: str):
     from interp.models import load_model
 
-    return load_model(spec)
+    return load_model(spec, device=device)
 
 
 @st.cache_data(max_entries=16, show_spinner="Building prompts…")

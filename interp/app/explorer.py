@@ -28,6 +28,11 @@ PAGES = [
 page = st.navigation(PAGES)
 with st.sidebar:
     st.caption(f"model **{st.session_state.model_spec}** · change it on *Model & prompts*")
+    from interp.app._common import device_choices
+
+    st.selectbox("device", device_choices(), key="device", on_change=st.cache_data.clear,
+                 help="where the model runs; auto: CUDA if present, else Apple MPS, else the "
+                      "CPU. Changing it reloads the model and recomputes the pages.")
     picked = st.session_state.get("selected_component")
     if picked:
         st.markdown(f"selected: **{picked}**")

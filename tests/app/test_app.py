@@ -427,3 +427,15 @@ def test_training_page_shows_grokking_over_the_checkpoints():
     at.radio(key="tr_source").set_value("a directory").run()
     at.text_input(key="tr_dir").set_value("/no/such/run").run()
     assert at.error and "step_<N>" in at.error[0].value
+
+
+def test_sidebar_device_choice():
+    at = ok(app())
+    box = at.sidebar.selectbox(key="device")
+    assert box.value == "auto" and "cpu" in box.options
+    box.set_value("cpu").run()
+    ok(at)
+    from interp.app._common import _load_model
+
+    assert str(next(_load_model("ioi", "cpu").parameters()).device) == "cpu"
+    assert float(metrics(at)["mean logit diff (clean)"]) > 0  # the page still computes
