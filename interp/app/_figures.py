@@ -41,6 +41,9 @@ def attention_grid(pats, tokens: Sequence[str], *, scores=None, score_name: str 
                 hovertemplate=f"{C.label(C.Head(layer, h))}<br>query %{{y}}<br>key %{{x}}"
                                                "<br>attn %{z:.3f}<extra></extra>"),
                 row=layer + 1, col=h + 1)
+            mid = labels[len(labels) // 2]  # a click anywhere near the centre selects the head
+            clickable(fig, row=layer + 1, col=h + 1, x=[mid], y=[mid],
+                      customdata=[C.label(C.Head(layer, h))], size=40)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, autorange="reversed")
     fig.update_annotations(font_size=10)
@@ -65,4 +68,26 @@ def metric_bars(names: Sequence[str], values: Sequence[float], cis=None, *, titl
     fig = go.Figure(go.Bar(x=list(names), y=list(values), error_y=err,
                            marker_color=["#4a5568", "#c53030", "#2b6cb0", "#718096"][: len(values)]))
     fig.update_layout(title=title, yaxis_title=yaxis, height=360)
+    return fig
+
+
+def clickable(fig: go.Figure, *, row: int | None = None, col: int | None = None,
+              x: Sequence | None = None, y: Sequence | None = None,
+              customdata: Sequence[str] | None = None, size: int = 16) -> go.Figure:
+    """Plotly heatmaps cannot be point-selected, so a click on one reports nothing: add an
+    invisible marker at each cell centre (``x`` x ``y``, default the first heatmap's axes),
+    carrying ``customdata`` (default ``"y|x"``), for Streamlit's ``on_select``."""
+    if x is None or y is None:
+        hm = next(t for t in fig.data if t.type == "heatmap")
+        x, y = list(hm.x), list(hm.y)
+    xs = [xv for _ in y for xv in x]
+    ys = [yv for yv in y for _ in x]
+    data = list(customdata) if customdata is not None else [f"{b}|{a}" for a, b in zip(xs, ys)]
+    trace = go.Scatter(x=xs, y=ys, mode="markers", customdata=data, hoverinfo="none",
+                       marker=dict(size=size, symbol="square", color="rgba(0,0,0,0.003)"),
+                       showlegend=False)
+    if row is not None:
+        fig.add_trace(trace, row=row, col=col)
+    else:
+        fig.add_trace(trace)
     return fig

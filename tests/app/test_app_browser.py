@@ -195,6 +195,8 @@ def test_clicking_a_heatmap_cell_selects_the_head_on_other_pages(server, browser
     box = drag.bounding_box()
     x = box["x"] + box["width"] * (2.5 / info.n_heads)  # column H2
     y = box["y"] + box["height"] * (1.5 / info.n_layers)  # row L1 (rows run top-down)
+    page.mouse.move(x, y)
+    page.wait_for_timeout(300)
     page.mouse.click(x, y)
     page.wait_for_selector("[data-testid='stSidebar'] strong:has-text('L1H2')", timeout=60_000)
     _wait_idle(page, 120_000)

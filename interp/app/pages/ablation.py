@@ -10,7 +10,7 @@ import streamlit as st
 from interp import components as C_
 from interp.app import _compute as C
 from interp.app._common import guard, header, remember, select_component, selected_component
-from interp.app._figures import metric_bars
+from interp.app._figures import clickable, metric_bars
 from interp.models import describe
 
 spec, model, key, prompts = header(
@@ -42,15 +42,16 @@ remember("ablation", {"method": method, "components": list(comps)})
 left, right = st.columns([3, 2])
 with left:
     fig = ko.plot(title=f"Knockout of each head alone ({method}): change in {ko.meta['metric']}")
-    event = st.plotly_chart(fig, key="ab_ko", on_select="rerun", selection_mode="points")
+    event = st.plotly_chart(clickable(fig), key="ab_ko", on_select="rerun",
+                            selection_mode="points")
     points = event.selection.points if event else []
-    if points and "x" in points[0] and "y" in points[0]:  # click a cell: select that head
-        try:
-            hd = C_.Head(int(str(points[0]["y"]).lstrip("L")), int(str(points[0]["x"]).lstrip("H")))
-        except ValueError:
-            hd = None
-        if hd is not None and select_component(C_.label(hd)):
+    cells = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+    if cells:  # "L1|H2": select that head
+        ly, hx = cells[0].split("|")
+        if select_component(f"{ly}{hx}"):
             st.rerun()
+    st.caption("Click a cell to select that head (it is then ablated here and shown on the "
+               "other pages).")
     if ko.mlp_values is not None:
         mf = ko.mlps
         bars = go.Figure(go.Bar(x=mf.labels("component"), y=mf.values.tolist()))

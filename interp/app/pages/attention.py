@@ -56,11 +56,10 @@ with left:
                        score_name=overlay, selected=(layer, head)),
         key="a_grid", on_select="rerun", selection_mode="points")
     points = event.selection.points if event else []
-    if points:  # a click in a panel selects that head (panels are layer-major)
-        cn = int(points[0].get("curve_number", 0))
-        if select_component(C_.label(C_.Head(cn // info.n_heads, cn % info.n_heads))):
-            st.rerun()
-    st.caption("Click a panel to select its head (shared with the other pages).")
+    picked_now = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+    if picked_now and select_component(picked_now[0]):  # a click on a panel's centre
+        st.rerun()
+    st.caption("Click the centre of a panel to select its head (shared with the other pages).")
 with right:
     st.plotly_chart(attention_figure(pats[layer, head], toks, title=f"{name} on example {ex}")
                     .update_layout(height=520), key="a_head_fig")

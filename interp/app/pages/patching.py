@@ -8,6 +8,7 @@ import streamlit as st
 from interp import components as C_
 from interp.app import _compute as C
 from interp.app._common import guard, header, remember, select_component
+from interp.app._figures import clickable
 from interp.models import describe
 
 spec, model, key, prompts = header(
@@ -52,10 +53,14 @@ c1, c2, c3 = st.columns(3)
 c1.metric(f"clean {m.get('metric', 'metric')}", f"{m['clean']:.3f}")
 c2.metric(f"corrupted {m.get('metric', 'metric')}", f"{m['corrupted']:.3f}")
 c3.metric("largest |score|", f"{float(res.values.abs().max()):.3f}")
-event = st.plotly_chart(res.plot(), key="pt_heat", on_select="rerun", selection_mode="points")
+fig = res.plot()
+if len(res.dims) == 2:
+    fig = clickable(fig)
+event = st.plotly_chart(fig, key="pt_heat", on_select="rerun", selection_mode="points")
 points = event.selection.points if event else []
-if points and len(res.dims) == 2:  # a clicked cell becomes the cell shown below
-    y, x = str(points[0].get("y")), str(points[0].get("x"))
+cells = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+if cells and len(res.dims) == 2:  # a clicked cell ("y|x") becomes the cell shown below
+    y, x = cells[0].split("|", 1)
     names = [[str(c) for c in res.coords[d]] for d in res.dims]
     if y in names[0] and x in names[1]:
         cell = (names[0].index(y), names[1].index(x))
