@@ -35,7 +35,7 @@ from interp.distributed import dispatch
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import as_model, describe
 from interp.patching._result import PatchingResult, finish, pos_labels, prepare_pairs
-from interp.prompts import PromptSet
+from interp.prompts import PromptError, PromptSet
 
 Target = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v",
                  "pattern"]
@@ -62,6 +62,12 @@ def activation_patching(
     prompts) -> [batch]``. ``budget_tokens`` caps rows x positions per forward (default: about
     the activations one cached run holds). Returns a :class:`PatchingResult` (see module doc).
     ``executor``: "local", "ray" or an ``interp.distributed`` executor: shards over layers.
+
+    Per-position results are indexed by position when every example has the same layout
+    (``prompts.same_layout``); otherwise (e.g. IOI prompts of mixed templates) by the prompts'
+    named positions: the ``pos`` axis becomes ``role`` (see :meth:`PatchingResult.by_role`).
+    Right-padded prompts of different lengths without named positions are refused (position
+    ``p`` would mean different things in different examples).
     """
     if executor is not None:  # the same shards in-process or on Ray workers
         return dispatch("activation_patching", locals())
@@ -73,6 +79,14 @@ def activation_patching(
         raise ValueError("this model has no resid_mid (parallel attention and MLP); patch "
                          "resid_pre, attn_out or mlp_out instead.")
     clean, corrupted = prepare_pairs(model, prompts, metric, direction)
+    by_role = per_position and not prompts.same_layout and bool(prompts.positions)
+    if per_position and not by_role and not prompts.same_layout and prompts.padded:
+        raise PromptError(
+            "per-position patching needs prompts whose positions line up: these examples end at "
+            "different positions (or their tokens play different roles at the same index), and "
+            "they carry no named positions to align them by. Use prompts of one template (e.g. "
+            "interp.prompts.ioi(model, n, templates='BABA')), prompts built from templates "
+            "(which name their positions: IO, S1, S2, END, ...), or per_position=False.")
     layers = list(range(info.n_layers)) if layers is None else [int(x) for x in layers]
     for layer in layers:
         info.check_layer(layer)
@@ -116,6 +130,7 @@ def activation_patching(
             "heads": ("key/value heads (GQA: each is shared by "
                       f"{info.group_size} query heads)" if kv and info.is_gqa else "query heads"),
             "title": f"Activation patching ({direction}) of {target}"}
-    return finish(out, dims, coords, meta, clean_pe, corr_pe, direction)
+    res = finish(out, dims, coords, meta, clean_pe, corr_pe, direction)
+    return res.by_role(prompts) if by_role else res
 
 

@@ -39,6 +39,31 @@ class PatchingResult(Result):
             if tuple(self.raw.shape) != tuple(self.values.shape):
                 raise ValueError("raw must have the same shape as values")
 
+    def by_role(self, prompts: PromptSet) -> PatchingResult:
+        """The per-position result re-indexed by the prompts' named positions: the ``pos`` axis
+        becomes ``role`` (``IO``, ``S1``, ``S2``, ``END``, ...), and example ``b``'s value for
+        role ``r`` is its value at its own position ``prompts.positions[r][b]``. Nothing is
+        recomputed: each position was patched in every example, so this only gathers."""
+        if "pos" not in self.dims or self.raw_per_example is None:
+            raise ValueError("by_role needs a per-position result with per-example values.")
+        if not prompts.positions:
+            raise ValueError("these prompts have no named positions; build them from a "
+                             "template (interp.prompts.ioi, induction, needle) or pass positions.")
+        ax = self.dims.index("pos")
+        roles = list(prompts.positions)
+        idx = torch.stack([prompts.positions[r].cpu().long() for r in roles])  # [role, batch]
+        raw = self.raw_per_example.movedim(ax, -2)  # [..., pos, batch]
+        got = raw.gather(-2, idx.expand(*raw.shape[:-2], *idx.shape)).movedim(-2, ax)
+        meta = dict(self.meta)
+        clean_pe = torch.tensor(meta.pop("clean_per_example"))
+        corr_pe = torch.tensor(meta.pop("corrupted_per_example"))
+        meta["positions"] = ("by role: the examples differ in layout, so each example is read at "
+                             "its own position of each named role")
+        dims = tuple("role" if d == "pos" else d for d in self.dims)
+        coords = {("role" if d == "pos" else d): (roles if d == "pos" else self.coords[d])
+                  for d in self.dims}
+        return finish(got, dims, coords, meta, clean_pe, corr_pe, meta["direction"])
+
     def _cell_columns(self) -> dict:
         """``raw``: the mean metric with the cell patched."""
         return {} if self.raw is None else {"raw": self.raw.reshape(-1).double().numpy()}

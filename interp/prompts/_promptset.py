@@ -199,6 +199,26 @@ class PromptSet:
         """True when every prompt ends at the same position (no padding)."""
         return bool((self.answer_pos == self.answer_pos[0]).all())
 
+    @property
+    def same_layout(self) -> bool:
+        """True when position ``p`` plays the same role in every example: all prompts end at the
+        same position and every named position (``positions``) has one index for all of them.
+        Per-position results are indexed by position only then; otherwise by role."""
+        if not self.aligned:
+            return False
+        return all(bool((t == t[0]).all()) for t in self.positions.values())
+
+    @property
+    def padded(self) -> bool:
+        """True when some prompt is shorter than the batch and filled with ``pad_id`` after its
+        answer position (prompts of different lengths, right-padded)."""
+        n = self.n_pos
+        for b in range(len(self)):
+            a = int(self.answer_pos[b])
+            if a < n - 1 and bool((self.clean_tokens[b, a + 1:] == self.pad_id).all()):
+                return True
+        return False
+
     def require_corrupted(self) -> Tensor:
         if self.corrupted_tokens is None:
             raise PromptError(

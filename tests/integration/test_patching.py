@@ -186,7 +186,45 @@ def test_parity_on_ragged_ioi_prompts(tiny_dirs, family):
         ref = _tl_fns()[(target, per_pos)](model, ps.corrupted_tokens, cache, _tl_metric(ps),
                                            reduce="none").values
         res = activation_patching(model, ps, target=target, per_position=per_pos)
+        if per_pos:  # mixed layouts: each example read at its own position of each role
+            assert res.dims[:2] == ("layer", "role") and res.coords["role"] == list(ps.positions)
+            idx = torch.stack([ps.positions[r] for r in ps.positions])  # [role, batch]
+            r = ref.cpu().movedim(1, -2)
+            ref = r.gather(-2, idx.expand(*r.shape[:-2], *idx.shape)).movedim(-2, 1)
         assert (res.raw_per_example - ref.cpu()).abs().max() <= 1e-4, (target, per_pos)
+
+
+def test_positions_by_role_on_mixed_layouts_and_refusal_without_roles(tiny_dirs):
+    """Mixed IOI templates: per-position results are indexed by role, each example at its own
+    position; the same sweep on one template keeps positions; right-padded prompts of different
+    lengths without named positions are refused with a way out."""
+    from interp import prompts as P
+    from interp.prompts import PromptError, PromptSet
+
+    model = load_tiny(tiny_dirs, "gpt2")
+    ps = P.ioi(model, n=4, seed=3)
+    assert not ps.same_layout
+    res = activation_patching(model, ps, target="resid_pre")
+    plain = activation_patching(model, ps, target="resid_pre", per_position=False)
+    assert res.dims == ("layer", "role")
+    end = res.coords["role"].index("END")
+    for b in range(len(ps)):  # one example alone has one layout: indexed by position
+        one = activation_patching(model, ps.subset([b]), target="resid_pre", layers=[1])
+        assert one.dims == ("layer", "pos")
+        p_end = int(ps.positions["END"][b])
+        assert float(one.raw_per_example[0, p_end, 0]) == pytest.approx(
+            float(res.raw_per_example[1, end, b]), abs=1e-4)
+    assert torch.isfinite(res.values).all() and plain.dims == ("layer",)
+    assert float(res.values[0, end]) == pytest.approx(float(res.per_example[0, end].mean()))
+    one_t = P.ioi(model, n=4, seed=3, templates="BABA")
+    if one_t.same_layout:
+        assert activation_patching(model, one_t, target="resid_pre").dims == ("layer", "pos")
+    bare = PromptSet(clean_tokens=ps.clean_tokens, corrupted_tokens=ps.corrupted_tokens,
+                     answer_ids=ps.answer_ids, wrong_ids=ps.wrong_ids, answer_pos=ps.answer_pos,
+                     pad_id=ps.pad_id)
+    with pytest.raises(PromptError, match="templates='BABA'.*per_position=False"):
+        activation_patching(model, bare, target="resid_pre")
+    assert activation_patching(model, bare, target="resid_pre", per_position=False).dims == ("layer",)
 
 
 def test_an_error_mid_sweep_leaves_the_model_as_it_was(tiny_gpt2, monkeypatch):

@@ -327,9 +327,12 @@ def test_position_labels_on_mixed_template_ioi(model):
     assert "<|endoftext|>" not in last and "[pad" in last and "[END" in last
     # the first position is BOS for everyone
     assert labels[0] == "0:<|endoftext|>"
-    # the per-position patching result uses these labels
+    # per-position patching on these mixed layouts is indexed by role, not by these positions
     res = activation_patching(model, ps, target="resid_pre", layers=[0], per_position=True)
-    assert list(res.coords["pos"]) == labels
+    assert "pos" not in res.coords and list(res.coords["role"]) == list(ps.positions)
+    one = prompts.ioi(model, n=6, templates="BABA", template_ids=[0], seed=1)  # one layout
+    res = activation_patching(model, one, target="resid_pre", layers=[0], per_position=True)
+    assert list(res.coords["pos"]) == one.position_labels(model)
 
 
 def test_position_labels_use_shared_roles(model):
