@@ -200,12 +200,16 @@ def progress_over_training(checkpoints, train_mask: Tensor, keys: list[int] | No
         keys = key_frequencies(embedding_frequency_norms(last))
         del last
 
+    norms: list[list[float]] = []
+
     def measure(model):
         m = progress_measures(model, train_mask, keys)
+        norms.append(list(m.frequency_norms))
         return Result(values=torch.tensor([getattr(m, k) for k in MEASURES], device="cpu"),
                       dims=("measure",), coords={"measure": list(MEASURES)})
     res = track(cps, measure, name="grokking progress measures", progress=progress)
     res.meta["key_frequencies"] = list(keys)
+    res.meta["frequency_norms"] = norms  # [step][frequency]: the embedding's, same pass
     return res
 
 

@@ -13,16 +13,19 @@ st.caption("How a model changes over its checkpoints: one checkpoint is loaded a
            "(interp.dynamics.track), and results are cached per run.")
 
 
-@st.cache_data(show_spinner="measuring every checkpoint ...")
-def _modadd_measures():
+@st.cache_data(show_spinner="measuring the checkpoints ...")
+def _modadd_measures(every: bool):
+    """The progress measures and embedding norms per frequency, one pass over the checkpoints
+    (12 of them, log-spread, unless ``every``)."""
     from interp.dynamics import Checkpoints
     from interp.dynamics import grokking as G
     from interp.models import zoo_path
 
     cps = Checkpoints.zoo("modadd")
+    if not every:
+        cps = cps.subset(12)
     res = G.progress_over_training(cps, G.load_split(zoo_path("modadd")), progress=False)
-    norms = G.frequency_norms_over_training(cps, progress=False)
-    return res, norms, G.turning_points(res)
+    return res, res.meta["frequency_norms"], G.turning_points(res)
 
 
 @st.cache_data(show_spinner="measuring every checkpoint ...")
@@ -40,8 +43,10 @@ def _dir_measure(path: str, measure: str):
 source = st.radio("checkpoints", ["zoo: modadd (grokking)", "a directory"], horizontal=True,
                   key="tr_source")
 if source.startswith("zoo"):
-    res, norms, tp = guard("Grokking progress measures", _modadd_measures)
-    remember("training", {"checkpoints": "zoo modadd", "measures": list(res.coords["measure"])})
+    every = st.toggle("every checkpoint (slower; default: 12 spread over the run)", key="tr_all")
+    res, norms, tp = guard("Grokking progress measures", _modadd_measures, every)
+    remember("training", {"checkpoints": "zoo modadd", "measures": list(res.coords["measure"]),
+                          "every checkpoint": every})
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("memorised at step", str(tp["memorised"]))
     c2.metric("restricted loss < 0.5 at step", str(tp["restricted"]))
@@ -60,8 +65,8 @@ if source.startswith("zoo"):
                       template="plotly_white", height=380)
     fig.update_xaxes(type="log" if st.toggle("log step axis", value=True, key="tr_log") else "linear")
     st.plotly_chart(fig, key="tr_curves")
-    heat = go.Figure(go.Heatmap(z=norms.values.T.tolist(), x=[str(s) for s in steps],
-                                y=norms.coords["frequency"], colorscale="Viridis",
+    heat = go.Figure(go.Heatmap(z=[list(r) for r in zip(*norms)], x=[str(s) for s in steps],
+                                y=[str(k + 1) for k in range(len(norms[0]))], colorscale="Viridis",
                                 colorbar=dict(title="norm")))
     heat.update_layout(title="Embedding norm per Fourier frequency over training",
                        xaxis_title="step", yaxis_title="frequency k (w_k = 2 pi k / p)",
