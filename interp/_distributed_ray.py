@@ -21,7 +21,16 @@ class _Worker:
 
             torch.set_num_threads(threads)
         spec = dict(spec)
-        self.model = load_model(spec.pop("spec"), **spec)
+        try:
+            self.model = load_model(spec.pop("spec"), **spec)
+        except Exception as e:  # noqa: BLE001  (reported to the driver with this worker's address)
+            host = socket.gethostname()
+            try:
+                ip = socket.gethostbyname(host)
+            except OSError:
+                ip = "?"
+            raise RuntimeError(f"worker on {host} ({ip}), pid {os.getpid()}: "
+                               f"{type(e).__name__}: {e}") from None
 
     def ready(self) -> dict[str, Any]:
         import torch
@@ -142,8 +151,10 @@ class RayExecutor:
             except Exception as e:  # noqa: BLE001  (any load failure, reported below)
                 for a in new:
                     ray.kill(a, no_restart=True)
+                lines = [ln.strip() for ln in str(e).splitlines() if "worker on " in ln]
+                why = lines[-1].removeprefix("RuntimeError: ") if lines else str(e)
                 raise RuntimeError(f"a Ray worker could not load the model {spec['spec']!r} on "
-                                   f"{spec['device']!r}: {e}") from None
+                                   f"{spec['device']!r}: {why}") from None
             self._actors += new
         return self._actors[:want]
 

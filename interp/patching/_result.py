@@ -55,8 +55,8 @@ class PatchingResult(Result):
         raw = self.raw_per_example.movedim(ax, -2)  # [..., pos, batch]
         got = raw.gather(-2, idx.expand(*raw.shape[:-2], *idx.shape)).movedim(-2, ax)
         meta = dict(self.meta)
-        clean_pe = torch.tensor(meta.pop("clean_per_example"))
-        corr_pe = torch.tensor(meta.pop("corrupted_per_example"))
+        clean_pe = torch.tensor(meta.pop("clean_per_example"), device="cpu")
+        corr_pe = torch.tensor(meta.pop("corrupted_per_example"), device="cpu")
         meta["positions"] = ("by role: the examples differ in layout, so each example is read at "
                              "its own position of each named role")
         dims = tuple("role" if d == "pos" else d for d in self.dims)

@@ -245,3 +245,29 @@ def test_ray_exact_edges_equal_local(model, ps, ray_ex):
     _assert_same_graph(_exact(model, ps, LocalExecutor(progress=False)), _exact(model, ps, ray_ex))
     # each worker runs as many torch threads as CPUs it reserved, whatever the driver's setting
     assert {w["threads"] for w in ray_ex.workers()} == {1}
+
+
+def test_bad_executor_settings_are_refused_before_any_work():
+    from interp.distributed import RayExecutor
+
+    with pytest.raises(ValueError, match="n_workers must be >= 1"):
+        RayExecutor(n_workers=0)
+    with pytest.raises(ValueError, match="shard_size must be a positive"):
+        LocalExecutor(shard_size=0)
+
+
+def test_a_worker_that_cannot_load_the_model_names_itself(tiny_dirs, tmp_path, ray_ex):
+    """The model's directory is gone by the time the workers start: the worker's own error
+    (with its host and process) reaches the caller."""
+    import shutil
+
+    src = tmp_path / "model"
+    shutil.copytree(tiny_dirs["gpt2"], src)
+    import interp
+
+    model = interp.load_model(src)
+    ps = P.ioi(model, n=2, seed=0)
+    shutil.rmtree(src)
+    with pytest.raises(RuntimeError, match=f"could not load the model.*worker on "
+                                           f"{socket.gethostname()}.*pid .*does not exist"):
+        activation_patching(model, ps, per_position=False, executor=ray_ex)
