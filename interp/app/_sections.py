@@ -131,3 +131,17 @@ def _circuit(spec: str, key: tuple, s: dict) -> dict:
     text = "strongest edges: " + ", ".join(f"{names[i]} ({float(g.scores[i]):+.3g})"
                                            for i in top[:20])
     return dict(settings=s, figures=[g.plot()], numbers=numbers, text=text)
+
+
+@builder("dla", "Direct logit attribution")
+def _dla(spec: str, key: tuple, s: dict) -> dict:
+    res = C.dla(spec, key)
+    labels, acc = res.accumulated()
+    top = res.top(1).iloc[0]
+    by_layer = pd.DataFrame({"after": labels, "logit difference (mean)": acc.mean(-1).tolist()})
+    return dict(settings=s, figures=[res.plot(title="Direct logit attribution per head"),
+                                     res.plot_bars()],
+                numbers={"model logit difference": res.meta["model_logit_diff"],
+                         "sum of components": res.total(),
+                         "largest head": f"{top['component_label']} ({float(top['value']):+.3f})"},
+                tables={"logit difference carried by the residual stream": by_layer})

@@ -122,7 +122,7 @@ def _wait_idle(page, timeout_ms: int) -> None:
 
 
 def test_every_page_renders_without_errors(server, browser):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     problems = []
