@@ -130,10 +130,23 @@ def knockout(spec: str, key: tuple, method: str):
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def prune(spec: str, key: tuple, step: float, stop_at: float, metric: str):
+    """Greedy pruning on the session's prompts, or on 16 prompts of the same kind when the set
+    is a generated one with fewer (on 8 IOI prompts the 90% criterion usually stops after one
+    step: too few examples for a stable importance ranking)."""
+    from dataclasses import replace
+
     from interp.ablation import prune_heads
 
-    return prune_heads(get_model(spec), get_prompts(spec, key), step=step, stop_at=stop_at,
-                       metric=metric)
+    ps = get_prompts(spec, key)
+    if key.kind not in ("custom", "needle") and len(ps) < PRUNE_MIN_PROMPTS:
+        ps = get_prompts(spec, replace(key, n=PRUNE_MIN_PROMPTS))
+    res = prune_heads(get_model(spec), ps, step=step, stop_at=stop_at, metric=metric)
+    res.meta["n_examples"] = len(ps)
+    return res
+
+
+#: Prompts the app's pruning curve uses at least (see :func:`prune`).
+PRUNE_MIN_PROMPTS = 16
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -441,3 +441,15 @@ def test_sidebar_device_choice():
 
     assert str(next(_load_model("ioi", "cpu").parameters()).device) == "cpu"
     assert float(metrics(at)["mean logit diff (clean)"]) > 0  # the page still computes
+
+
+def test_pruning_curve_uses_enough_prompts():
+    """The default IOI set has 8 prompts; the pruning curve estimates importance on 16 of the
+    same kind, so it prunes past the first step."""
+    at = page(app(), "ablation")
+    at.toggle(key="ab_prune").set_value(True).run()
+    ok(at)
+    line = next(m.value for m in at.markdown if "heads kept" in m.value)
+    assert "from 16 prompts" in line
+    assert int(line.split()[0]) < 32  # the ioi model has 32 heads
+    assert len(at.dataframe[-1].value) > 2  # more than one pruning step

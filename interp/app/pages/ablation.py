@@ -98,5 +98,7 @@ with st.expander("Greedy head pruning (Michel et al. 2019)"):
                        hint="pruning needs prompts the model gets right (positive metric); "
                             "try metric 'prob'.")
         st.plotly_chart(pr.plot(), key="ab_prune_fig")
-        st.write(f"{len(pr.kept)} heads kept: {', '.join(pr.kept)}")
+        n_used = pr.meta.get("n_examples")
+        st.write(f"{len(pr.kept)} heads kept: {', '.join(pr.kept)}"
+                 + (f" (importance from {n_used} prompts of this kind)" if n_used else ""))
         st.dataframe(pr.to_frame(), hide_index=True)
