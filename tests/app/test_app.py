@@ -453,3 +453,20 @@ def test_pruning_curve_uses_enough_prompts():
     assert "from 16 prompts" in line
     assert int(line.split()[0]) < 32  # the ioi model has 32 heads
     assert len(at.dataframe[-1].value) > 2  # more than one pruning step
+
+
+def test_circuit_page_on_a_grouped_query_model():
+    """The zoo needle model shares key/value heads (GQA): the circuit page scores, draws and
+    evaluates its graph, and a selected head shows its attention and knockout."""
+    from interp.prompts import PromptSpec
+
+    at = app(model_spec="needle",
+             prompt_key=PromptSpec("needle", n=2, options={"lengths": (64,), "depths": (50,)}))
+    at = page(at, "circuit")
+    m = metrics(at)
+    assert 1 <= int(m["edges kept"]) <= 20 and m["faithfulness"] != "nan"
+    assert len(charts(at)[0]["layout"]["annotations"]) == int(m["edges kept"])
+    at.session_state["selected_component"] = "L1H0"
+    at.run()
+    ok(at)
+    assert "logit diff, with it mean-ablated" in metrics(at)
