@@ -66,6 +66,19 @@ def head_scores(spec: str, kind: str):
     return fn(model, seq_len=seq_len, batch=8)
 
 
+@st.cache_data(max_entries=32, show_spinner="Scoring heads on this prompt…")
+def prompt_head_scores(spec: str, key: tuple, kind: str, example: int):
+    """transformer-lens's detection scores (``detect_heads``) on one prompt of the session, cut
+    at its answer position: how much each head attends as a ``kind`` head would there."""
+    from interp.heads import detect_heads
+
+    ps = get_prompts(spec, key)
+    n = int(ps.answer_pos[example]) + 1
+    pattern = {"induction": "induction", "previous token": "previous_token",
+               "duplicate token": "duplicate_token"}[kind]
+    return detect_heads(get_model(spec), ps.clean_tokens[example:example + 1, :n], pattern)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def str_tokens(spec: str, key: tuple, example: int, corrupted: bool = False) -> list[str]:
     return get_prompts(spec, key).str_tokens(get_model(spec), example, corrupted=corrupted)
@@ -150,11 +163,12 @@ PRUNE_MIN_PROMPTS = 16
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def retrieval(spec: str, lengths: tuple, depths: tuple, max_new_tokens: int):
+def retrieval(spec: str, lengths: tuple, depths: tuple, max_new_tokens: int,
+              counting: str = "events"):
     from interp.retrieval import retrieval_scores
 
     return retrieval_scores(get_model(spec), lengths=list(lengths), depths=list(depths),
-                            max_new_tokens=max_new_tokens)
+                            max_new_tokens=max_new_tokens, counting=counting)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -53,7 +53,9 @@ def _attention(spec: str, key: tuple, s: dict) -> dict:
             attention_figure(pats[layer, head], toks, title=f"{C_.label(h)} on example {ex}")]
     numbers = {}
     if s.get("overlay", "none") != "none":
-        sc = C.head_scores(spec, s["overlay"])
+        sc = (C.prompt_head_scores(spec, key, s["overlay"], ex)
+              if s.get("overlay_on", "this prompt") == "this prompt"
+              else C.head_scores(spec, s["overlay"]))
         figs.append(sc.plot(title=f"{s['overlay']} score per head"))
         best, val = sc.best()
         numbers = {f"best {s['overlay']} head": C_.label(C_.Head(*best)), "best score": val}
@@ -111,9 +113,10 @@ def _ablation(spec: str, key: tuple, s: dict) -> dict:
 
 @builder("retrieval", "Retrieval heads")
 def _retrieval(spec: str, key: tuple, s: dict) -> dict:
-    sc = C.retrieval(spec, tuple(s["lengths"]), tuple(s["depths"]), int(s["max_new_tokens"]))
+    sc = C.retrieval(spec, tuple(s["lengths"]), tuple(s["depths"]), int(s["max_new_tokens"]),
+                     s.get("counting", "events"))
     above = [C_.label(C_.Head(a, b)) for a, b in sc.above(float(s["threshold"]))]
-    return dict(settings=s, figures=[sc.plot(title="Retrieval score per head")],
+    return dict(settings=s, figures=[sc.plot(title=sc.meta["title"])],
                 numbers={"trials counted": sc.meta["n_accepted"], "trials": sc.meta["n_trials"],
                          "heads above threshold": above},
                 tables={"ranked heads": sc.top(10)[["component_label", "value"]]})

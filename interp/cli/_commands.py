@@ -293,6 +293,10 @@ def heads(
     batch: int = typer.Option(10, "--batch", min=1, help="pattern scores: sequences"),
     lengths: str | None = typer.Option(None, "--lengths", help="retrieval: haystack lengths, e.g. 128,256"),
     depths: str | None = typer.Option(None, "--depths", help="retrieval: needle depths in %, e.g. 0,50,100"),
+    counting: str = typer.Option("events", "--counting",
+                                 help="retrieval: 'events' (copy events per needle token, as the "
+                                      "paper's code; can exceed 1) or 'fraction' (of the needle "
+                                      "copied, 0-1)"),
     prompts: PromptKind = typer.Option(PromptKind.auto, "--prompts", "-p", help="importance: prompt set"),
     n: int = typer.Option(16, "--n", min=1, help="importance: number of prompts"),
     seed: int = typer.Option(0, "--seed"),
@@ -309,6 +313,8 @@ def heads(
 
       interp heads needle --score retrieval --lengths 128,256 --depths 0,50,100
 
+      interp heads needle --score retrieval --counting fraction   # 0-1: fraction of the needle
+
       interp heads ioi --score importance
     """
     _check_out(out)
@@ -323,7 +329,8 @@ def heads(
             from interp.retrieval import retrieval_scores
 
             res = _run(retrieval_scores, model, lengths=_parse_ints(lengths, "--lengths"),
-                       depths=_parse_ints(depths, "--depths"), seed=seed, progress=True)
+                       depths=_parse_ints(depths, "--depths"), seed=seed, progress=True,
+                       counting=counting)
             _console().print(f"{res.meta['n_accepted']}/{res.meta['n_trials']} trials answered "
                              f"(ROUGE-1 recall > {res.meta['min_recall']}); retrieval heads "
                              f"(> {res.meta['threshold']}): {', '.join(res.meta['retrieval_heads']) or 'none'}")

@@ -31,6 +31,7 @@ from interp.retrieval._scores import (
     decore_generate,
     masking_experiment,
     retrieval_scores,
+    trial_fractions,
     trial_scores,
 )
 from interp.retrieval._trials import Needle
@@ -44,5 +45,6 @@ __all__ = [
     "masking_experiment",
     "retrieval_scores",
     "rouge1_recall",
+    "trial_fractions",
     "trial_scores",
 ]

@@ -53,6 +53,19 @@ def trial_scores(jstar: Int[Tensor, "layer head step"], generated: Sequence[int]
     return (inside & copied).sum(-1).double() / (b - a)
 
 
+def trial_fractions(jstar: Int[Tensor, "layer head step"], generated: Sequence[int],
+                    prompt_ids: Sequence[int], span: tuple[int, int]) -> Float[Tensor, "layer head"]:
+    """The fraction of the needle's tokens a head copied at least once, in [0, 1]: the copy
+    events of :func:`trial_scores`, each needle position counted once."""
+    a, b = span
+    ids = torch.tensor(list(prompt_ids), device=jstar.device)
+    gen = torch.tensor(list(generated), device=jstar.device)
+    event = ((jstar >= a) & (jstar < b)) & (ids[jstar.clamp(0, len(ids) - 1)] == gen)
+    hit = torch.zeros(*jstar.shape[:2], b - a, dtype=torch.long, device=jstar.device)
+    hit.scatter_reduce_(-1, (jstar - a).clamp(0, b - a - 1), event.long(), reduce="amax")
+    return hit.sum(-1).double() / (b - a)
+
+
 def _pattern_names(model) -> list[str]:
     return [H.pattern(layer) for layer in range(describe(model).n_layers)]
 
@@ -152,6 +165,7 @@ def retrieval_scores(
     seed: int = 0,
     progress: bool = False,
     trial_indices: Sequence[int] | None = None,
+    counting: Literal["events", "fraction"] = "events",
     executor=None,
 ) -> HeadScores:
     """Retrieval score [layer, head] of Wu et al. 2024 (see the module docstring).
@@ -167,12 +181,19 @@ def retrieval_scores(
     ``meta["trials"]`` each trial's grid cell, response, recall and acceptance.
     ``trial_indices``: score only these trials of the grid. ``executor``: "local", "ray" or an
     ``interp.distributed`` executor: shards over trials.
+    ``counting``: ``"events"`` (default) counts copy events over the needle's length, as the
+    paper's code does (a repeated answer counts again, so a score can exceed 1);
+    ``"fraction"`` counts each needle token once: the fraction of the needle the head copied,
+    in [0, 1], the quantity the paper's definition |g_h ∩ k| / |k| describes.
     """
     if executor is not None:  # the same shards in-process or on Ray workers
         return dispatch("retrieval_scores", locals())
     model = as_model(model)
     if implementation not in ("fast", "reference"):
         raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
+    if counting not in ("events", "fraction"):
+        raise ValueError(f"counting must be 'events' or 'fraction', not {counting!r}")
+    score_fn = trial_scores if counting == "events" else trial_fractions
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     info = describe(model)
@@ -188,7 +209,7 @@ def retrieval_scores(
     per_trial, rows, accepted = [], [], []
     tok = model.tokenizer
     for t, (gen, jstar) in zip(trials, runs):
-        per_trial.append(trial_scores(jstar, gen, t.ids, t.span))
+        per_trial.append(score_fn(jstar, gen, t.ids, t.span))
         text_ids = gen[:-1] if gen and gen[-1] == getattr(tok, "eos_token_id", None) else gen
         response = tok.decode(text_ids)
         recall = rouge1_recall(t.answer, response)
@@ -202,7 +223,9 @@ def retrieval_scores(
             else torch.zeros(scores.shape[:2], dtype=scores.dtype, device=scores.device))
     res = HeadScores.from_tensor(
         model, mean, per_example=scores,
-        title="Retrieval score (Wu et al. 2024)", method="retrieval", implementation=implementation,
+        title=("Retrieval score (Wu et al. 2024): copy events per needle token" if counting == "events"
+               else "Retrieval score (Wu et al. 2024): fraction of the needle copied"),
+        method="retrieval", implementation=implementation, counting=counting,
         threshold=RETRIEVAL_THRESHOLD, n_trials=len(trials), n_accepted=int(acc.sum()),
         min_recall=min_recall, max_new_tokens=max_new_tokens, fast_fallbacks=fallbacks,
         trials=rows, positional=info.positional,

@@ -147,10 +147,20 @@ def test_attention_grid_head_and_overlay():
     assert big2["data"][0]["z"] != big["data"][0]["z"]
     # token labels on the axes
     assert any("Then" in str(x) or ":" in str(x) for x in big2["data"][0]["x"])
-    at.selectbox(key="a_overlay").set_value("induction").run()
+    at.selectbox(key="a_overlay").set_value("previous token").run()
     ok(at)
     assert len(charts(at)) == 3
-    assert "L1H2 induction score" in metrics(at)
+    on_prompt = float(metrics(at)["L1H2 previous token score"])  # default: on this prompt
+    from interp.heads import detect_heads
+    from interp.models import load_model
+
+    ps = at.session_state.prompt_key.build(load_model("ioi"))
+    n = int(ps.answer_pos[0]) + 1
+    want = detect_heads(load_model("ioi"), ps.clean_tokens[:1, :n], "previous_token")
+    assert on_prompt == pytest.approx(float(want.values[1, 2]), abs=5e-4)
+    at.radio(key="a_overlay_on").set_value("repeated random tokens").run()
+    ok(at)
+    assert "L1H2 previous token score" in metrics(at)
     assert describe  # silence linters
 
 
@@ -344,6 +354,14 @@ def test_retrieval_scores_threshold_and_masking():
     at.slider(key="rt_thr").set_value(1.0).run()
     n_high = int(md().strip("*").split()[0])
     assert n_low >= n_high
+    # the default score is the fraction of the needle copied: on a fixed 0-1 scale
+    heat = charts(at)[0]
+    assert max(max(r) for r in heat["data"][0]["z"]) <= 1.0
+    assert at.slider(key="rt_thr").max == 1.0 and "fraction" in json.dumps(heat["layout"]["title"])
+    at.radio(key="rt_counting").set_value(
+        "copy events per needle token (the paper's code; repeats count again)").run()
+    ok(at)
+    assert "copy events" in json.dumps(charts(at)[0]["layout"]["title"])
     at.toggle(key="rt_mask").set_value(True).run()
     ok(at)
     assert "accuracy, no mask" in metrics(at)
@@ -470,3 +488,29 @@ def test_circuit_page_on_a_grouped_query_model():
     at.run()
     ok(at)
     assert "logit diff, with it mean-ablated" in metrics(at)
+
+
+def test_patching_refuses_unaligned_custom_prompts_with_a_way_out():
+    """Typed prompts of different lengths carry no named positions: per-position patching is
+    refused with what to do; patching whole activations still works."""
+    from interp.models import load_model
+    from interp.prompts import PromptSpec
+    from interp.prompts import ioi as make_ioi
+
+    model = load_model("ioi")
+    ps = make_ioi(model, n=8, seed=0)
+    lens = ps.answer_pos.tolist()
+    a, b = 0, next(i for i in range(len(lens)) if lens[i] != lens[0])
+    tok = model.tokenizer
+    key = PromptSpec("custom", options={
+        "clean": (ps.clean_text[a], ps.clean_text[b]),
+        "corrupted": (ps.corrupted_text[a], ps.corrupted_text[b]),
+        "answers": tuple(tok.decode([int(ps.answer_ids[i])]) for i in (a, b)),
+        "wrong": tuple(tok.decode([int(ps.wrong_ids[i])]) for i in (a, b))})
+    at = app(prompt_key=key)
+    at = at.switch_page("pages/patching.py").run()
+    assert not at.exception
+    assert at.error and "per_position=False" in at.error[0].value
+    at.checkbox(key="pt_perpos").set_value(False).run()
+    ok(at)
+    assert charts(at)

@@ -129,6 +129,23 @@ def test_trial_scores_hand_case():
                            [5, 5, 5, 5]]])   # never inside the span
     s = R.trial_scores(jstar, gen, prompt, (2, 5))
     assert s.tolist() == [[3 / 3, 1 / 3, 0.0]]
+    # each needle token counted once: head 0 copied 7 and 8 (2 of 3 tokens), head 1 copied 8
+    f = R.trial_fractions(jstar, gen, prompt, (2, 5))
+    assert f.tolist() == [[2 / 3, 1 / 3, 0.0]]
+
+
+def test_fraction_counting_is_bounded_and_below_events():
+    from interp.models import load_model
+
+    model = load_model("needle")
+    grid = {"lengths": [64], "depths": [0, 100], "max_new_tokens": 12, "batch_size": 4}
+    ev = R.retrieval_scores(model, **grid)
+    fr = R.retrieval_scores(model, counting="fraction", **grid)
+    assert fr.meta["counting"] == "fraction" and "fraction" in fr.meta["title"]
+    assert float(fr.per_example.max()) <= 1.0 and float(fr.values.max()) > 0.3
+    assert torch.all(fr.per_example <= ev.per_example + 1e-12)  # repeats only add to events
+    with pytest.raises(ValueError, match="counting must be"):
+        R.retrieval_scores(model, counting="both", **grid)
 
 
 def _internal_runs(model, impl):

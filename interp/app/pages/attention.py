@@ -40,14 +40,26 @@ head = c3.selectbox("head", list(range(info.n_heads)), key="a_head", on_change=_
 overlay = c4.selectbox("head-score overlay", ["none", "induction", "previous token", "duplicate token"],
                        key="a_overlay")
 name = C_.label(C_.Head(layer, head))
-remember("attention", {"example": int(ex), "head": name, "overlay": overlay})
+remember("attention", {"example": int(ex), "head": name, "overlay": overlay,
+                       "overlay_on": ss.get("a_overlay_on", "this prompt")})
 
 pats = guard("Computing attention patterns", C.patterns, spec, key, int(ex))
 toks = C.str_tokens(spec, key, int(ex))
 scores = None
 if overlay != "none":
-    scores = guard(f"Computing {overlay} scores", C.head_scores, spec, overlay,
-                   hint="the scores use repeated random tokens; the model needs a context of >= 9 tokens.")
+    on = st.radio("scores computed on", ["this prompt", "repeated random tokens"],
+                  horizontal=True, key="a_overlay_on",
+                  help="this prompt: transformer-lens's detection score of each head on the "
+                       "example shown (attention where a head of that kind would attend); "
+                       "repeated random tokens: the prefix-matching score on [BOS] r r.")
+    if on == "this prompt":
+        scores = guard(f"Computing {overlay} scores", C.prompt_head_scores, spec, key, overlay,
+                       int(ex), hint="the prompt may not contain what this score looks for "
+                                     "(e.g. a repeated token for induction).")
+    else:
+        scores = guard(f"Computing {overlay} scores", C.head_scores, spec, overlay,
+                       hint="the scores use repeated random tokens; the model needs a context "
+                            "of >= 9 tokens.")
 
 left, right = st.columns([3, 2])
 with left:

@@ -39,8 +39,14 @@ if not lengths or not depths:
     st.warning("Pick at least one context length and one depth.")
     st.stop()
 grid = (tuple(sorted(lengths)), tuple(sorted(depths)), int(max_new))
+COUNTING = {"fraction of the needle copied (0-1)": "fraction",
+            "copy events per needle token (the paper's code; repeats count again)": "events"}
+counting = COUNTING[st.radio("score", list(COUNTING), horizontal=True, key="rt_counting",
+                             help="Wu et al. define the score as the fraction of the needle's "
+                                  "tokens a head copies; their code counts every copy event, so "
+                                  "a head that copies a repeated answer scores above 1.")]
 with st.spinner(f"Decoding {3 * len(lengths) * len(depths)} needle trials…"):
-    scores = guard("Retrieval scores", C.retrieval, spec, *grid,
+    scores = guard("Retrieval scores", C.retrieval, spec, *grid, counting,
                    hint="use shorter context lengths (they must fit the model's context with the "
                         "generated tokens).")
 m = scores.meta
@@ -48,15 +54,15 @@ c1, c2, c3 = st.columns(3)
 c1.metric("trials counted (recall > 50%)", f"{m['n_accepted']} / {m['n_trials']}")
 best, val = scores.best()
 c2.metric("best head (score)", f"{C_.label(C_.Head(*best))} ({val:.2f})")
-# scores are copy events per needle token: they can exceed 1 when a head copies a token twice
-thr_max = max(1.0, round(float(scores.values.max()) + 0.01, 2))
+# copy events per needle token can exceed 1 (a token copied twice); fractions cannot
+thr_max = 1.0 if counting == "fraction" else max(1.0, round(float(scores.values.max()) + 0.01, 2))
 thr = c3.slider("threshold", 0.0, thr_max, float(m.get("threshold", 0.1)), 0.01, key="rt_thr")
 above = scores.above(thr)
 remember("retrieval", {"lengths": list(grid[0]), "depths": list(grid[1]), "max_new_tokens": grid[2],
-                       "threshold": thr})
+                       "threshold": thr, "counting": counting})
 
 left, right = st.columns([3, 2])
-left.plotly_chart(scores.plot(title="Retrieval score per head"), key="rt_heat")
+left.plotly_chart(scores.plot(title=scores.meta["title"]), key="rt_heat")
 with right:
     st.markdown(f"**{len(above)} head(s) above {thr:.2f}**")
     st.dataframe(scores.top(max(len(above), 5))[["component_label", "value"]], hide_index=True)
