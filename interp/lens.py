@@ -202,6 +202,7 @@ class DLAResult(Result):
     others: Tensor | None = None  # [n_other]
     other_labels: list | None = None
     others_per_example: Tensor | None = None  # [n_other, batch]
+    per_source: Tensor | None = None  # [layer, head, batch, key_pos] (source_positions=True)
     value_name = "dla"
 
     def total(self) -> float:
@@ -278,8 +279,11 @@ def direct_logit_attribution(
     The final norm's scale is frozen from the clean run (as in McGrath et al. 2023's direct
     effect); LayerNorm's centring is applied to each component. With ``source_positions`` each
     head's contribution is also split by the key position it reads from
-    (``pattern[q, k] * v[k] @ W_O``; Chughtai et al. 2024), stored in ``meta["by_source"]``
-    as [layer, head, key_pos] for the first example... and as the field ``per_source``.
+    (``pattern[q, k] * v[k] @ W_O``; Chughtai et al. 2024): the field ``per_source``
+    [layer, head, example, key_pos] (each example at its own positions; summed over key
+    positions it is the head's per-example contribution), and its mean over examples as
+    ``meta["per_source"]`` [layer, head, key_pos] (meaningful only when the examples share one
+    layout).
     """
     model = as_model(model)
     info = describe(model)
@@ -328,7 +332,7 @@ def direct_logit_attribution(
                 v = cache[H.v(layer)]  # [b, key, kv_heads, d_head]
                 v = v.repeat_interleave(info.group_size, dim=2)
                 src = torch.einsum("bhk,bkhe,hed->bhkd", pat, v, W_O[layer])
-                per_source.append(project(src).mean(0))  # [H, key]
+                per_source.append(project(src).permute(1, 0, 2))  # [H, b, key]
         others.append(U.logit_bias(model, direction, right, wrong))
         labels.append("remainder(norm bias + unembed bias)")
         others_t = torch.stack(others).cpu()  # [n_other, b]
@@ -346,5 +350,6 @@ def direct_logit_attribution(
         others=others_t.mean(-1), other_labels=labels, others_per_example=others_t,
     )
     if source_positions:
-        res.meta["per_source"] = torch.stack(per_source).cpu().tolist()  # [layer, head, key_pos]
+        res.per_source = torch.stack(per_source).cpu()  # [layer, head, b, key_pos]
+        res.meta["per_source"] = res.per_source.mean(2).tolist()  # [layer, head, key_pos]
     return res

@@ -43,6 +43,13 @@ def dla(spec: str, key: tuple):
     return direct_logit_attribution(get_model(spec), get_prompts(spec, key))
 
 
+@st.cache_data(max_entries=8, show_spinner="Splitting head contributions by source position…")
+def dla_sources(spec: str, key: tuple):
+    from interp.lens import direct_logit_attribution
+
+    return direct_logit_attribution(get_model(spec), get_prompts(spec, key), source_positions=True)
+
+
 @st.cache_data(max_entries=32, show_spinner="Caching attention patterns…")
 def patterns(spec: str, key: tuple, example: int):
     """[layer, head, query, key] for one example, cut at its answer position."""

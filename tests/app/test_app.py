@@ -433,6 +433,21 @@ def test_dla_page_shows_heads_and_the_logit_difference_by_layer():
 
     n_layers = json.loads((zoo_path(DEFAULT_MODEL) / "config.json").read_text())["n_layer"]
     assert len(by_layer["data"][-1]["y"]) == n_layers + 1  # after the embeddings + each layer
+    # the largest head's contribution split by source position sums to its direct effect
+    src = next(c for c in charts(at) if "source position" in c["layout"]["title"]["text"])
+    head = src["layout"]["title"]["text"].split(" on example")[0]
+    from interp.lens import direct_logit_attribution
+    from interp.models import load_model
+
+    ioi = load_model(DEFAULT_MODEL)
+    res = direct_logit_attribution(ioi, at.session_state.prompt_key.build(ioi))
+    hd = res.coords["layer"].index(head.split("H")[0]), int(head.split("H")[1])
+    assert sum(src["data"][0]["y"]) == pytest.approx(float(res.per_example[hd][0]), abs=1e-3)
+    at.session_state["selected_component"] = "L2H3"  # a selected head is the one shown
+    at.run()
+    ok(at)
+    assert any(c["layout"]["title"]["text"].startswith("L2H3 on example")
+               for c in charts(at))
 
 
 def test_training_page_shows_grokking_over_the_checkpoints():

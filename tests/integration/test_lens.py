@@ -80,6 +80,9 @@ def test_dla_source_positions_sum_to_head(tiny_llama):
     res = direct_logit_attribution(tiny_llama, ps, source_positions=True)
     src = torch.tensor(res.meta["per_source"])  # [layer, head, key]
     assert torch.allclose(src.sum(-1), res.values, atol=1e-4)
+    # per example, at each example's own positions: sums to the head's per-example contribution
+    assert res.per_source.shape[:3] == res.per_example.shape
+    assert torch.allclose(res.per_source.sum(-1), res.per_example, atol=1e-4)
 
 
 def test_lens_plot_and_first_top1(tiny_gpt2):
