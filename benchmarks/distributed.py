@@ -71,13 +71,13 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
+    from real import model_dir
 
     import interp
     from interp import prompts as P
     from interp.ablation import knockout_sweep
     from interp.distributed import LocalExecutor, RayExecutor
     from interp.retrieval import retrieval_scores
-    from real import model_dir
 
     threads = torch.get_num_threads()
     print(f"local: one process, {threads} torch threads; ray: {args.workers} workers x 1 CPU")

@@ -130,22 +130,14 @@ def header(title: str, caption: str) -> tuple[str, Any, PromptSpec, Any]:
     return spec, model, key, prompts
 
 
-def _component_label(name: str) -> str:
-    """A graph node name (``a1.h2``, ``m0``) or a label (``L1H2``, ``MLP0``) as a label."""
-    if name.startswith("a") and ".h" in name:
-        layer, head = name[1:].split(".h")
-        return f"L{int(layer)}H{int(head)}"
-    if name.startswith("m") and name[1:].isdigit():
-        return f"MLP{int(name[1:])}"
-    return name
-
-
 def select_component(name: str | None) -> bool:
     """Select a head or MLP for every page (a click on a heatmap cell or a graph node; ``input``
     / ``logits`` / None clear it). True when the selection changed (the caller reruns then; a
     chart keeps reporting its last click, so an unchanged one must not rerun again)."""
     ss = st.session_state
-    new = None if name is None or name in ("input", "logits") else _component_label(name)
+    from interp.viz import node_label
+
+    new = None if name is None or name in ("input", "logits") else node_label(name)
     if ss.get("selected_component") == new:
         return False
     if new is None:

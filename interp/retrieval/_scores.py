@@ -42,15 +42,22 @@ def _trials(model, needles, haystack, lengths, depths, max_new_tokens, seed) -> 
                          max_new_tokens=max_new_tokens, seed=seed)
 
 
-def trial_scores(jstar: Int[Tensor, "layer head step"], generated: Sequence[int],
-                 prompt_ids: Sequence[int], span: tuple[int, int]) -> Float[Tensor, "layer head"]:
-    """Copy-paste events / span length: head attends (argmax) inside the span to the token emitted."""
+def _copy_events(jstar: Int[Tensor, "layer head step"], generated: Sequence[int],
+                 prompt_ids: Sequence[int], span: tuple[int, int]) -> Tensor:
+    """``[layer, head, step]`` bool: the head's argmax key lies in the needle span and holds the
+    token emitted at that step."""
     a, b = span
     ids = torch.tensor(list(prompt_ids), device=jstar.device)
     gen = torch.tensor(list(generated), device=jstar.device)
     inside = (jstar >= a) & (jstar < b)
-    copied = ids[jstar.clamp(0, len(ids) - 1)] == gen
-    return (inside & copied).sum(-1).double() / (b - a)
+    return inside & (ids[jstar.clamp(0, len(ids) - 1)] == gen)
+
+
+def trial_scores(jstar: Int[Tensor, "layer head step"], generated: Sequence[int],
+                 prompt_ids: Sequence[int], span: tuple[int, int]) -> Float[Tensor, "layer head"]:
+    """Copy-paste events / span length: head attends (argmax) inside the span to the token emitted."""
+    a, b = span
+    return _copy_events(jstar, generated, prompt_ids, span).sum(-1).double() / (b - a)
 
 
 def trial_fractions(jstar: Int[Tensor, "layer head step"], generated: Sequence[int],
@@ -58,9 +65,7 @@ def trial_fractions(jstar: Int[Tensor, "layer head step"], generated: Sequence[i
     """The fraction of the needle's tokens a head copied at least once, in [0, 1]: the copy
     events of :func:`trial_scores`, each needle position counted once."""
     a, b = span
-    ids = torch.tensor(list(prompt_ids), device=jstar.device)
-    gen = torch.tensor(list(generated), device=jstar.device)
-    event = ((jstar >= a) & (jstar < b)) & (ids[jstar.clamp(0, len(ids) - 1)] == gen)
+    event = _copy_events(jstar, generated, prompt_ids, span)
     hit = torch.zeros(*jstar.shape[:2], b - a, dtype=torch.long, device=jstar.device)
     hit.scatter_reduce_(-1, (jstar - a).clamp(0, b - a - 1), event.long(), reduce="amax")
     return hit.sum(-1).double() / (b - a)

@@ -33,14 +33,31 @@ def _node_xy(name: str, n_heads: int, n_layers: int) -> tuple[float, float]:
     return 2.0 * int(layer) + 1, float(n_heads - 1 - int(head))
 
 
-def _label(name: str) -> str:
-    """``a3.h1`` -> ``L3H1``, ``m2`` -> ``MLP2``; ``input`` / ``logits`` unchanged."""
+def node_label(name: str) -> str:
+    """A graph node name as a component label: ``a3.h1`` -> ``L3H1``, ``m2`` -> ``MLP2``;
+    anything else (``input``, ``logits``, a label already) unchanged."""
     if name.startswith("a") and ".h" in name:
         layer, head = name[1:].split(".h")
-        return f"L{layer}H{head}"
+        return f"L{int(layer)}H{int(head)}"
     if name.startswith("m") and name[1:].isdigit():
-        return f"MLP{name[1:]}"
+        return f"MLP{int(name[1:])}"
     return name
+
+
+def label_node(label: str) -> str | None:
+    """The inverse of :func:`node_label` for heads and MLPs (``L3H1`` -> ``a3.h1``, ``MLP2`` ->
+    ``m2``); None for anything else."""
+    from interp import components as C
+
+    try:
+        comp = C.parse(label)
+    except ValueError:
+        return None
+    if isinstance(comp, C.Head):
+        return f"a{comp.layer}.h{comp.head}"
+    if isinstance(comp, C.MLP):
+        return f"m{comp.layer}"
+    return None
 
 
 def graph_figure(graph, *, title: str | None = None, selected: str | None = None,
@@ -81,7 +98,7 @@ def graph_figure(graph, *, title: str | None = None, selected: str | None = None
         degree[node] = degree.get(node, 0) + 1
         mids_x.append(0.5 * (x0 + x1))
         mids_y.append(0.5 * (y0 + y1))
-        mids_text.append(f"{_label(src)} → {_label(node)} ({KIND_NAMES[kind]})<br>score {w:+.4g}")
+        mids_text.append(f"{node_label(src)} → {node_label(node)} ({KIND_NAMES[kind]})<br>score {w:+.4g}")
     for kind in KIND_COLOURS:  # legend entries for the arrow colours
         if kind in used:
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=KIND_NAMES[kind],
@@ -96,10 +113,10 @@ def graph_figure(graph, *, title: str | None = None, selected: str | None = None
         xs.append(x)
         ys.append(y)
         on = n in degree
-        labels.append(_label(n))
+        labels.append(node_label(n))
         colours.append("#D55E00" if n == selected else ("#333333" if on else "#D9D9D9"))
         sizes.append(18 if n == selected else (13 if on else 8))
-        hover.append(f"{_label(n)}: {degree.get(n, 0)} circuit edges" + (
+        hover.append(f"{node_label(n)}: {degree.get(n, 0)} circuit edges" + (
             "<br>click to select" if n.startswith(("a", "m")) else ""))
     fig.add_trace(go.Scatter(
         x=xs, y=ys, mode="markers+text", name="nodes", text=labels, textposition="top center",

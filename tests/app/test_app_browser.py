@@ -148,26 +148,31 @@ def test_every_page_renders_without_errors(server, browser):
     assert not problems, problems
 
 
-def test_clicking_a_circuit_node_selects_it(server, browser):
-    """A click on a node of the circuit graph selects that head for every page: the circuit
-    page shows its attention and knockout effect, and the sidebar names it."""
+def _open(browser, server, title: str):
+    """A 1400 px page on the app's ``title`` page, reached through the app's own navigation
+    (a direct URL before the first run shows Streamlit's file-based page list instead)."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
-    page.goto(server, wait_until="domcontentloaded")  # the app's own navigation, then its page
+    page.goto(server, wait_until="domcontentloaded")
     page.wait_for_selector("h1:has-text('Model & prompts')", timeout=120_000)
     _wait_idle(page, 120_000)
-    page.locator("[data-testid='stSidebarNav'] a:has-text('Circuit')").first.click()
-    page.wait_for_selector("h1:has-text('Circuit')", timeout=120_000)
+    page.locator(f"[data-testid='stSidebarNav'] a:has-text('{title}')").first.click()
+    page.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
     page.wait_for_selector(".js-plotly-plot", timeout=120_000)
     _wait_idle(page, 120_000)
     page.wait_for_timeout(800)
+    return ctx, page
+
+
+def test_clicking_a_circuit_node_selects_it(server, browser):
+    """A click on a node of the circuit graph selects that head for every page: the circuit
+    page shows its attention and knockout effect, and the sidebar names it."""
+    ctx, page = _open(browser, server, "Circuit")
     nodes = page.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").last
     nodes.locator("path.point").nth(1).click(force=True)  # node 1: a0.h0, head L0H0
     page.wait_for_selector("h3:has-text('Selected: L0H0')", timeout=120_000)
     _wait_idle(page, 120_000)
     page.wait_for_timeout(500)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "circuit_selected.png"), full_page=True)
     page.wait_for_selector("[data-testid='stSidebar'] strong:has-text('L0H0')", timeout=60_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "circuit_selected.png"), full_page=True)
@@ -181,16 +186,7 @@ def test_clicking_a_heatmap_cell_selects_the_head_on_other_pages(server, browser
     from interp.models import describe, load_model
 
     info = describe(load_model("ioi"))
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = ctx.new_page()
-    page.goto(server, wait_until="domcontentloaded")
-    page.wait_for_selector("h1:has-text('Model & prompts')", timeout=120_000)
-    _wait_idle(page, 120_000)
-    page.locator("[data-testid='stSidebarNav'] a:has-text('Ablation')").first.click()
-    page.wait_for_selector("h1:has-text('Ablation')", timeout=120_000)
-    page.wait_for_selector(".js-plotly-plot", timeout=120_000)
-    _wait_idle(page, 120_000)
-    page.wait_for_timeout(800)
+    ctx, page = _open(browser, server, "Ablation")
     drag = page.locator(".js-plotly-plot").first.locator("rect.nsewdrag").first
     box = drag.bounding_box()
     x = box["x"] + box["width"] * (2.5 / info.n_heads)  # column H2

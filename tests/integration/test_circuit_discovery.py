@@ -305,17 +305,23 @@ def test_unsupported_family_says_what_to_use(tiny_dirs):
 LIVE = ("input", "a0.h1", "a2.h3", "logits")
 
 
-@pytest.mark.parametrize("method", ["exact", "eap-ig-inputs"])
-def test_planted_circuit_auc(tiny_dirs, method):
-    """Every head's and MLP's output weights are zeroed except L0H1 and L2H3, so only the edges
-    among input, L0H1, L2H3 and logits can matter. Ranking by |score| must put them on top
-    (ROC AUC >= 0.95)."""
+def _planted(tiny_dirs):
+    """The tiny GPT-2 with every head's and MLP's output weights zeroed except L0H1 and L2H3,
+    and its prompt pairs."""
     base = load_tiny(tiny_dirs, "gpt2")
     info = describe(base)
     dead = [(lay, h) for lay in range(info.n_layers) for h in range(info.n_heads)
             if f"a{lay}.h{h}" not in LIVE]
     model = _dead(base, heads=dead, mlps=range(info.n_layers))
-    ps = _pairs(model, b=4, p=6, seed=3)
+    return model, _pairs(model, b=4, p=6, seed=3)
+
+
+@pytest.mark.parametrize("method", ["exact", "eap-ig-inputs"])
+def test_planted_circuit_auc(tiny_dirs, method):
+    """Every head's and MLP's output weights are zeroed except L0H1 and L2H3, so only the edges
+    among input, L0H1, L2H3 and logits can matter. Ranking by |score| must put them on top
+    (ROC AUC >= 0.95)."""
+    model, ps = _planted(tiny_dirs)
     g = discover(model, ps, method=method)
     truth = torch.tensor([s in LIVE and p.split("<")[0] in LIVE
                           for s, p in (n.split("->") for n in g.edge_names())])
@@ -368,12 +374,7 @@ def test_acdc_recovers_the_planted_circuit(tiny_dirs):
     input, L0H1, L2H3 and the logits; every edge of an inert head or MLP is removed."""
     from interp.circuits import acdc
 
-    base = load_tiny(tiny_dirs, "gpt2")
-    info = describe(base)
-    dead = [(lay, h) for lay in range(info.n_layers) for h in range(info.n_heads)
-            if f"a{lay}.h{h}" not in LIVE]
-    model = _dead(base, heads=dead, mlps=range(info.n_layers))
-    ps = _pairs(model, b=4, p=6, seed=3)
+    model, ps = _planted(tiny_dirs)
     g = acdc(model, ps, threshold=1e-6, progress=False)  # this random model's effects are tiny
     names = g.edge_names()
     kept = {names[i] for i in g.in_graph.nonzero()[:, 0].tolist()}

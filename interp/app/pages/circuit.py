@@ -9,11 +9,12 @@ import json
 
 import streamlit as st
 
+from interp import components as C_
 from interp.app import _compute as C
 from interp.app._common import guard, header, remember, select_component, selected_component
 from interp.app._figures import metric_bars
 from interp.models import describe
-from interp.viz import attention_figure
+from interp.viz import attention_figure, label_node
 
 spec, model, key, prompts = header(
     "Circuit", "Every edge of the model's graph scored, the strongest kept and drawn; check how "
@@ -54,14 +55,11 @@ ev = guard("Evaluating the circuit", C.circuit_faithfulness, spec, key, method, 
 left, right = st.columns([3, 2])
 with left:
     picked = selected_component()
-    node = None
-    if picked:
-        node = picked.replace("MLP", "m") if picked.startswith("MLP") else (
-            "a" + picked[1:].replace("H", ".h") if picked.startswith("L") else None)
     event = st.plotly_chart(
-        g.plot(title=f"{method_name}: {g.n_in_graph} edges", selected=node),
+        g.plot(title=f"{method_name}: {g.n_in_graph} edges",
+               selected=label_node(picked) if picked else None),
         key="ci_graph", on_select="rerun", selection_mode="points")
-    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    points = event.selection.points if event else []
     clicked = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
     if clicked and select_component(clicked[0]):  # a new selection: redraw with it
         st.rerun()
@@ -97,8 +95,9 @@ picked = selected_component()
 if picked:
     st.subheader(f"Selected: {picked}")
     d1, d2 = st.columns([3, 2])
-    if picked.startswith("L"):
-        layer, head = (int(x) for x in picked[1:].split("H"))
+    comp = C_.parse(picked)
+    if isinstance(comp, C_.Head):
+        layer, head = comp.layer, comp.head
         if layer < info.n_layers and head < info.n_heads:
             pats = guard("Attention patterns", C.patterns, spec, key, 0)
             toks = C.str_tokens(spec, key, 0)
