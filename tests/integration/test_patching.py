@@ -216,9 +216,9 @@ def test_positions_by_role_on_mixed_layouts_and_refusal_without_roles(tiny_dirs)
             float(res.raw_per_example[1, end, b]), abs=1e-4)
     assert torch.isfinite(res.values).all() and plain.dims == ("layer",)
     assert float(res.values[0, end]) == pytest.approx(float(res.per_example[0, end].mean()))
-    one_t = P.ioi(model, n=4, seed=3, templates="BABA")
-    if one_t.same_layout:
-        assert activation_patching(model, one_t, target="resid_pre").dims == ("layer", "pos")
+    one_t = P.ioi(model, n=4, seed=3, templates="BABA", template_ids=[0])
+    assert one_t.same_layout
+    assert activation_patching(model, one_t, target="resid_pre").dims == ("layer", "pos")
     bare = PromptSet(clean_tokens=ps.clean_tokens, corrupted_tokens=ps.corrupted_tokens,
                      answer_ids=ps.answer_ids, wrong_ids=ps.wrong_ids, answer_pos=ps.answer_pos,
                      pad_id=ps.pad_id)
