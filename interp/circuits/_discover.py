@@ -430,6 +430,79 @@ def _shared_kv_shares(model, st: dict, gr: dict) -> tuple[Tensor, Tensor] | None
     return d_k, torch.einsum("bhqk,bqhe->bkhe", A, dz)
 
 
+def _norm_form(norm) -> tuple[bool, float, Tensor | None] | None:
+    """``(centred, eps, effective weight)`` of a LayerNorm or RMSNorm (Gemma's ``1 + weight``
+    too); None for any other norm."""
+    mod = getattr(norm, "original_component", None) or norm
+    name = type(mod).__name__
+    if isinstance(mod, torch.nn.LayerNorm) or name in ("LayerNorm", "LayerNormPre"):
+        center, eps = True, getattr(mod, "eps", None)
+    elif name.endswith("RMSNorm") or name == "RMSNormPre":
+        center, eps = False, getattr(mod, "variance_epsilon", getattr(mod, "eps", None))
+    else:
+        return None
+    if not isinstance(eps, (int, float)):
+        return None
+    w = getattr(mod, "weight", None)
+    if isinstance(w, Tensor):
+        w = w.detach().float()
+        w = 1.0 + w if name.startswith("Gemma") else w
+    else:
+        w = None
+    return center, float(eps), w
+
+
+def _port_input_grads(norm, x: Tensor, parts: Sequence[tuple[Tensor, Tensor]]) -> Tensor | None:
+    """The gradient at the residual input of every port of a layer, ``[port, b, pos, d]``.
+
+    ``parts``: ``(d_out [b, pos, n, e], W [n, d, e])`` per port kind, the gradient at each
+    port's query / key / value and its weights; the port's input gradient is
+    ``(d_out @ W^T) @ d norm(x) / dx``. In closed form for LayerNorm / RMSNorm, with the norm's
+    Jacobian folded into the weights: for ``xhat = (x - mean) * rstd`` the Jacobian transpose
+    maps ``y`` to ``rstd * (y w - mean(y w) - xhat mean(y w xhat))``, so ``d_out`` is scaled by
+    ``rstd``, the weights by ``w`` and centred over ``d`` (LayerNorm), and one rank-one term is
+    subtracted. Computed in float32. None for any other norm."""
+    form = _norm_form(norm)
+    if form is None:
+        return None
+    center, eps, w = form
+    x32 = x.float()
+    if center:
+        x32 = x32 - x32.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)  # [b, pos, 1]
+    xhat = x32 * rstd
+    b, pos, d = x.shape
+    out = torch.empty(sum(W.shape[0] for _, W in parts), b, pos, d, device=x.device)
+    i = 0
+    for d_out, W in parts:
+        n = W.shape[0]
+        Wf = W.float() if w is None else W.float() * w[None, :, None]
+        if center:
+            Wf = Wf - Wf.mean(1, keepdim=True)
+        ds = (d_out.float() * rstd[..., None]).permute(2, 0, 1, 3).reshape(n, b * pos, -1)
+        torch.bmm(ds, Wf.transpose(1, 2), out=out[i:i + n].view(n, b * pos, d))
+        xw = torch.bmm(xhat.reshape(1, b * pos, d).expand(n, -1, -1), Wf)  # [n, b*pos, e]
+        proj = (ds * xw).sum(-1) / d  # mean over d of (rows of y w) * xhat
+        out[i:i + n].view(n, b * pos, d).addcmul_(proj[..., None], xhat.reshape(1, b * pos, d),
+                                                  value=-1.0)
+        i += n
+    return out.to(x.dtype)
+
+
+def _port_input_grads_autograd(norm, x: Tensor, parts: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    """:func:`_port_input_grads` for any norm: one autograd step through ``norm`` per port kind
+    (slower: the norm runs on a copy of ``x`` per port)."""
+    out = []
+    for d_out, W in parts:
+        dy = torch.einsum("bshe,hde->bshd", d_out.to(W.dtype), W)
+        xr = x[:, :, None].expand(-1, -1, W.shape[0], -1).clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = norm(xr)
+        out.append(torch.autograd.grad(y, xr, grad_outputs=dy.to(y.dtype))[0].permute(2, 0, 1, 3))
+        del xr, y, dy
+    return torch.cat(out, dim=0)
+
+
 def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
                       outs: dict | None = None) -> Tensor | None:
     """:func:`_grad_matrix` from one plain forward and backward per run, without a residual
@@ -515,9 +588,9 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
             gr[layer][key] = torch.zeros_like(x) if gx is None else gx
         del leaves, grads
 
-        def add(p0: int, gx: Tensor) -> None:
-            n_u, n = int(n_src[p0]), gx.shape[2]
-            g_t = gx.permute(2, 0, 1, 3).reshape(n, -1)
+        def add(p0: int, gx: Tensor) -> None:  # gx: [port, b, pos, d]
+            n_u, n = int(n_src[p0]), gx.shape[0]
+            g_t = gx.reshape(n, -1)
             full[p0:p0 + n, :n_u] += (g_t @ d_t[:n_u].T).float().cpu() / (B * len(runs))
 
         for layer in range(L):
@@ -532,25 +605,24 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
             slots = {"q": list(range(nh)), "k": kvh, "v": kvh}
             d_out = {"q": gr[layer]["q"], "k": d_k, "v": d_v}
             x = st[layer]["x"].detach()
-            parts = []
-            for kind in KINDS:
-                W = getattr(attn, f"W_{kind.upper()}").detach()[slots[kind]]  # [head, d, e]
-                xr = x[:, :, None].expand(-1, -1, nh, -1).clone().requires_grad_(True)
-                with torch.enable_grad():
-                    y = ln1(xr)
-                dy = torch.einsum("bshe,hde->bshd", d_out[kind].to(W.dtype), W)
-                parts += torch.autograd.grad(y, xr, grad_outputs=dy.to(y.dtype))
-                del xr, y, dy
-            gx = torch.cat(parts, dim=2)  # the q, k, v ports of a layer are contiguous
-            del parts
+            parts = [(d_out[kind], getattr(attn, f"W_{kind.upper()}").detach()[slots[kind]])
+                     for kind in KINDS]  # the q, k, v ports of a layer are contiguous
+            del d_k, d_v
             want = gr[layer]["x"]
-            if float((gx.sum(2).to(want.dtype) - want).abs().max()) > tol * (
-                    1.0 + float(want.abs().max())):
+            gx = None
+            for grads_of in (_port_input_grads, _port_input_grads_autograd):  # the closed form
+                gx = grads_of(ln1, x, parts)                  # first; autograd if it does not
+                if gx is not None and float((gx.sum(0).to(want.dtype) - want).abs().max()) <= (
+                        tol * (1.0 + float(want.abs().max()))):  # add up
+                    break
+                gx = None
+            del parts
+            if gx is None:
                 return None
             add(g.port_index(layer, "q", 0), gx)
-            add(g.port_index(layer, "mlp"), gr[layer]["mlp"][:, :, None])
+            add(g.port_index(layer, "mlp"), gr[layer]["mlp"][None])
             st[layer].clear()
-        add(g.port_index(L, "logits"), gr[L]["logits"][:, :, None])
+        add(g.port_index(L, "logits"), gr[L]["logits"][None])
     return full
 
 
