@@ -310,3 +310,17 @@ def drop_graph_state(model) -> None:
         for name, value in list(vars(module).items()):
             if isinstance(value, torch.Tensor) and value.grad_fn is not None:
                 setattr(module, name, value.detach())
+
+
+def check_finite_grads(grads, method: str) -> None:
+    """Raise a clear error when a backward pass produced inf / NaN (instead of returning
+    NaN scores). ``grads``: tensors (None entries are skipped)."""
+    bad = [g for g in grads if g is not None and not bool(torch.isfinite(g).all())]
+    if bad:
+        raise FloatingPointError(
+            f"{method}: the model's backward pass produced non-finite gradients (inf/NaN), so "
+            "gradient-based scores would be meaningless. Common causes: a token whose embedding "
+            "is all zeros (e.g. a randomly initialised model's padding row used as BOS) under "
+            "RMSNorm, whose Jacobian then scales by 1/sqrt(eps) at every layer; or a float16 "
+            "overflow. Check the prompts' tokens, load the model in float32, or use an exact "
+            "method (activation patching, method='exact').")

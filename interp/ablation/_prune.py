@@ -20,7 +20,7 @@ from torch import Tensor
 
 from interp import components as C
 from interp import hooks as H
-from interp._bridge import drop_graph_state
+from interp._bridge import check_finite_grads, drop_graph_state
 from interp.ablation._components import scoped_hooks
 from interp.heads import HeadScores
 from interp.metrics import MetricSpec, logits_at, resolve_metric
@@ -83,6 +83,7 @@ def raw_importance(
             drop_graph_state(model)
             nll, count = _task_loss(logits, batch, loss)
             (grad,) = torch.autograd.grad(nll / max(count, 1), gates)
+            check_finite_grads([grad], "head_importance")
         acc += grad.detach().abs().cpu()
         total += count
     return acc / max(total, 1)

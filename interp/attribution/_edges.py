@@ -1,9 +1,11 @@
 """Edge attribution patching (EAP, Syed et al. 2023): see ``interp.attribution``.
 
-Three passes: a corrupted forward (sender outputs), a clean forward with separate residual
-copies for every head's q/k/v input and every MLP input (transformer-lens's
-``use_split_qkv_input`` / ``use_hook_mlp_in`` / ``use_attn_result`` flags, switched on for the
-call and restored after), and one backward.
+Two passes: a corrupted forward recording every sender's output, and one forward and backward
+on the clean input that records the clean outputs and the gradient at every receiver port (see
+``interp.circuits._discover``). Families without the hooks that path needs use a clean forward
+with separate residual copies for every head's q/k/v input and every MLP input
+(transformer-lens's ``use_split_qkv_input`` / ``use_hook_mlp_in`` / ``use_attn_result`` flags,
+switched on for the call and restored after).
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def edge_attribution(model, prompts, *, metric: MetricSpec = "logit_diff") -> Ed
     info = describe(model)
     prepare_pairs(model, prompts, metric, "noising")  # the patching family's input checks
     L, n_h = info.n_layers, info.n_heads
-    s = _Setup(model, prompts, metric)
+    s = _Setup(model, prompts, metric, defer_clean=True)  # the gradient run is the clean run
     g = s.graph
     raw = -_grad_matrix(s, prompts, None)  # [port, sender]; corrupted - clean
     src_names = ["embed"] + C.head_labels(L, n_h) + C.mlp_labels(L)

@@ -87,6 +87,7 @@ def attribution_patching(
         B.drop_graph_state(model)
         corr_pe = m.from_full(corr_logits, prompts)
         grads = torch.autograd.grad(corr_pe.sum(), [acts[n] for n in names], allow_unused=True)
+        B.check_finite_grads(grads, "attribution_patching")
     corr_pe = corr_pe.detach().float().cpu()
     clean_pe = m.from_full(clean_logits, prompts).float().cpu()
     rows = []

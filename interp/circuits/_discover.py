@@ -21,7 +21,8 @@ one query head thus never reaches the other heads of its group.
 Methods:
 
 - ``"eap"`` (Syed et al. 2023): ``(out_u(clean) - out_u(corr)) · dM/d in_p`` at the clean run,
-  summed over positions and features. 1 forward+backward (plus the two caching forwards).
+  summed over positions and features. 1 corrupted forward, then 1 forward+backward on the
+  clean input that also records the clean sender outputs.
 - ``"eap-ig-inputs"`` (Hanna et al. 2024): the gradient is averaged over ``m`` runs whose input
   embeddings are ``e_corr + (k/m)(e_clean - e_corr)``, ``k = 1..m`` (the paper's grid).
 - ``"eap-ig-activations"`` (Hanna et al. 2024; MIB): one component at a time (the input, each
@@ -44,7 +45,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp import hooks as H
-from interp._bridge import drop_graph_state, tolerance
+from interp._bridge import check_finite_grads, drop_graph_state, tolerance
 from interp._engine.restart import Restarter, default_budget
 from interp.attribution._edges import _split_mode
 from interp.circuits._graph import KINDS, Graph
@@ -214,65 +215,127 @@ def _row_metric(m, sub: PromptSet, metric: MetricSpec, rows_b: Tensor | None,
     return m.from_full(logits, sub)
 
 
-def _sender_outputs(model, tokens: Tensor, g: Graph):
-    """``(logits, [batch, pos, sender, d_model] sender outputs, final residual)`` from one
-    forward with per-head results recorded (no per-port residual copies); None where the
-    hook points do not all fire."""
+def _sender_names(g: Graph, per_head: str) -> list[str]:
     L = g.n_layers
+    head = H.z if per_head == "z" else H.head_result
     names = [H.resid_pre(0), H.resid_post(L - 1)]
     for layer in range(L):
-        names += [H.head_result(layer), H.mlp_out(layer)]
+        names += [head(layer), H.mlp_out(layer)]
+    return names
+
+
+def _stack_senders(model, g: Graph, got: dict[str, Tensor], per_head: str) -> Tensor | None:
+    """``[sender, batch, pos, d_model]`` sender outputs from recorded activations ``got``: the
+    input embedding, each head's output (``z_h @ W_O[h]`` from ``hook_z``, or transformer-lens's
+    per-head ``hook_result``) and each MLP's output; None when a hook point is missing or has an
+    unexpected shape."""
+    L, nh = g.n_layers, g.n_heads
+    if any(n not in got for n in _sender_names(g, per_head)):
+        return None
+    emb = got[H.resid_pre(0)]
+    b, pos, d = emb.shape
+    out = torch.empty(len(g.senders), b, pos, d, dtype=emb.dtype, device=emb.device)
+    out[0] = emb
+    i = 1
+    for layer in range(L):
+        if per_head == "z":
+            z = got[H.z(layer)].detach()
+            W_O = model.blocks[layer].attn.W_O.detach()  # [head, d_head, d_model]
+            if z.ndim != 4 or z.shape[2] != nh or tuple(W_O.shape[:2]) != tuple(z.shape[2:]):
+                return None
+            torch.bmm(z.permute(2, 0, 1, 3).reshape(nh, b * pos, -1).to(W_O.dtype), W_O,
+                      out=out[i:i + nh].view(nh, b * pos, d))
+        else:
+            r = got[H.head_result(layer)]
+            if r.ndim != 4 or r.shape[2] != nh:
+                return None
+            out[i:i + nh] = r.permute(2, 0, 1, 3)
+        out[i + nh] = got[H.mlp_out(layer)]
+        i += nh + 1
+    return out
+
+
+def _sender_outputs(model, tokens: Tensor, g: Graph, per_head: str = "z"):
+    """``(logits, [sender, batch, pos, d_model] sender outputs, final residual)`` from one
+    forward (no per-port residual copies); None where the hook points do not all fire."""
+    names = _sender_names(g, per_head)
     old = bool(getattr(model.cfg, "use_attn_result", False))
     try:
-        model.set_use_attn_result(True)
+        if per_head == "result":
+            model.set_use_attn_result(True)
         logits, cache = model.run_with_cache(tokens, names_filter=names)
     except NotImplementedError:
         return None
     finally:
-        model.set_use_attn_result(old)
-    if any(n not in cache for n in names):
-        return None
-    parts = [cache[H.resid_pre(0)][:, :, None]]
-    for layer in range(L):
-        parts += [cache[H.head_result(layer)], cache[H.mlp_out(layer)][:, :, None]]
-    if any(p.shape[2] != n for p, n in zip(parts[1::2], [g.n_heads] * L)):
-        return None
-    return logits, torch.cat(parts, dim=2), cache[H.resid_post(L - 1)]
+        if per_head == "result":
+            model.set_use_attn_result(old)
+    sent = _stack_senders(model, g, dict(cache.items()), per_head)
+    return None if sent is None else (logits, sent, cache[H.resid_post(g.n_layers - 1)])
 
 
 class _Setup:
-    """Clean and corrupted runs: sender outputs, metrics, the decomposition check."""
+    """Clean and corrupted runs: sender outputs, metrics, the decomposition check.
 
-    def __init__(self, model, prompts: PromptSet, metric: MetricSpec) -> None:
+    ``defer_clean``: run only the corrupted forward now; the clean one is recorded by the first
+    gradient run on the clean input (:meth:`finish`), or run by :meth:`ensure_clean`."""
+
+    def __init__(self, model, prompts: PromptSet, metric: MetricSpec, *,
+                 defer_clean: bool = False) -> None:
         self.clean, self.corr = check_inputs(model, prompts)
         self.graph = Graph.from_model(model)
         self.fw = PortForward(model, self.graph)
+        self.prompts, self.metric, self.model = prompts, metric, model
         with _split_mode(model):  # a family without per-port inputs is refused here, clearly
             pass
+        self.per_head = "z"
+        self._corrupted = self._forward(self.corr)
+        self.pending = True
+        if not defer_clean:
+            self.ensure_clean()
+
+    def _forward(self, tokens: Tensor):
         with torch.no_grad():
-            got = _sender_outputs(model, self.clean, self.graph)
+            got = _sender_outputs(self.model, tokens, self.graph, self.per_head)
+            if got is None and self.per_head == "z":
+                self.per_head = "result"
+                got = _sender_outputs(self.model, tokens, self.graph, "result")
             if got is None:  # the per-port forward records them too (slower)
-                logits_c = self.fw.run(self.clean)
-                C, fin_c = self.fw.sent(), self.fw.final
-                logits_z = self.fw.run(self.corr)
-                Z, fin_z = self.fw.sent(), self.fw.final
+                self.per_head = "ports"
+                logits = self.fw.run(tokens)
+                got = logits, self.fw.sent().permute(2, 0, 1, 3).contiguous(), self.fw.final
                 self.fw.out = {}
-            else:
-                logits_c, C, fin_c = got
-                logits_z, Z, fin_z = _sender_outputs(model, self.corr, self.graph)
-        self.m, self.sign = _metric(model, prompts, metric, logits_c)
-        self.metric = metric
+        return got
+
+    def ensure_clean(self) -> None:
+        """Run the clean forward unless a gradient run has recorded it."""
+        if self.pending:
+            self.finish(*self._forward(self.clean))
+
+    def finish(self, logits_c: Tensor, C: Tensor, fin_c: Tensor) -> None:
+        """Complete the setup from the clean run's logits, ``[sender, b, pos, d]`` outputs and
+        final residual (``C`` is consumed: it becomes the sender deltas)."""
+        prompts = self.prompts
+        logits_z, Z, fin_z = self._corrupted
+        try:
+            self._check_sum(self.model, fin_c - C.sum(0), fin_z - Z.sum(0), fin_c)
+        except NotImplementedError:
+            if self.per_head != "z":
+                raise
+            self.per_head = "result"  # the z @ W_O decomposition did not add up: use the
+            self._corrupted = self._forward(self.corr)  # per-head results of the model
+            self.finish(*self._forward(self.clean))
+            return
+        self.m, self.sign = _metric(self.model, prompts, self.metric, logits_c)
         self.clean_ref = logits_at(logits_c, prompts.answer_pos).detach()
         self.m_clean = self.m.from_full(logits_c, prompts).detach()
         self.m_corr = self.m.from_full(logits_z, prompts).detach()
         # the embedding inputs (EAP-IG interpolates them) and the sender deltas, stored
-        # sender-major so that one sender prefix is one contiguous matrix; C and Z are freed
-        self.inputs = (C[:, :, 0].clone(), Z[:, :, 0].clone())
-        self._check_sum(model, fin_c - C.sum(2), fin_z - Z.sum(2), fin_c)
+        # sender-major so that one sender prefix is one contiguous matrix
+        self.inputs = (C[0].clone(), Z[0].clone())
         C -= Z
-        del Z
-        self.delta = C.permute(2, 0, 1, 3).contiguous().permute(1, 2, 0, 3)  # [b, pos, u, d]
-        del C
+        self.delta = C.permute(1, 2, 0, 3)  # [b, pos, u, d]
+        self._corrupted = None
+        self.pending = False
 
     @staticmethod
     def _check_sum(model, rest_c: Tensor, rest_z: Tensor, final: Tensor) -> None:
@@ -358,6 +421,7 @@ def _grad_matrix(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None) -> T
     fast = _grad_matrix_fast(s, prompts, runs, outs)
     if fast is not None:
         return fast
+    s.ensure_clean()
     g, B = s.graph, s.clean.shape[0]
     P, U = len(g.ports), len(g.senders)
     full = torch.zeros(P, U, device="cpu")
@@ -385,6 +449,7 @@ def _grad_matrix(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None) -> T
                 drop_graph_state(s.fw.model)
                 val = _row_metric(s.m, sub, s.metric, rows, s.clean_ref, logits).sum()
                 grads = torch.autograd.grad(val, [x for _, x in kept], allow_unused=True)
+                check_finite_grads(grads, "edge attribution")
             del logits, val
             for (p0, x), gr in zip(kept, grads):
                 if gr is None:
@@ -531,10 +596,12 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
     P, U = len(g.ports), len(g.senders)
     runs = [(None, None)] if runs is None else list(runs)
     outs = _component_outputs(s, runs) if outs is None else outs
+    # the clean run's sender outputs are recorded by this function's clean-input run
+    record = s.pending and runs == [(None, None)] and s.per_head == "z"
+    if s.pending and not record:
+        s.ensure_clean()
     full = torch.zeros(P, U, device="cpu")
     n_src = torch.bincount(g.edge_dst, minlength=P)
-    d_t = s.delta.permute(2, 0, 1, 3).reshape(U, -1)
-    c0, z0 = s.inputs
     tol = max(tolerance(model, 1e-4), 1e-3)
     kvh = [info.kv_head(h) for h in range(nh)]
     for a, comp in runs:
@@ -550,11 +617,25 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
                 return x
             return fn
 
+        seen: dict[str, Tensor] = {}  # the clean run's sender outputs, when recorded
+
         def embed(x, hook, a=a, comp=comp):
-            x = (z0 + a * (c0 - z0)).to(x.dtype) if a is not None and comp is None else x
+            if a is not None and comp is None:
+                c0, z0 = s.inputs
+                x = (z0 + a * (c0 - z0)).to(x.dtype)
+            elif record:
+                seen[H.resid_pre(0)] = x.detach()
             return x.detach().requires_grad_(True)
 
+        def see(name):  # keyed by the name asked for (hook.name may be an alias's target)
+            def fn(x, hook):
+                seen[name] = x.detach()
+                return x
+            return fn
+
         hooks = [(H.resid_pre(0), embed)] + _interp_hooks((a, comp), outs)
+        if record:
+            hooks += [(n, see(n)) for n in _sender_names(g, "z")[1:]]
         for layer in range(L):
             hooks += [(pre[layer] + "ln1.hook_in", grab(layer, "x", True)),
                       (pre[layer] + "ln2.hook_in", grab(layer, "mlp", True)),
@@ -578,15 +659,25 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
         with torch.enable_grad():
             logits = model.run_with_hooks(s.clean, fwd_hooks=hooks)
             drop_graph_state(model)
-            val = _row_metric(s.m, prompts, s.metric, None, s.clean_ref, logits).sum()
+            if record:
+                sent = _stack_senders(model, g, seen, "z")
+                if sent is None:
+                    s.ensure_clean()
+                else:
+                    s.finish(logits.detach(), sent, seen[H.resid_post(L - 1)])
+                del seen, sent
             if len(leaves) != 5 * L + 1:  # x, mlp, q and k, v (or scores, z) per layer
                 return None
+            val = _row_metric(s.m, prompts, s.metric, None, s.clean_ref, logits).sum()
             grads = torch.autograd.grad(val, [x for *_, x in leaves], allow_unused=True)
+            check_finite_grads(grads, "edge attribution")
         del logits, val
         gr: list[dict[str, Tensor]] = [{} for _ in range(L + 1)]
         for (layer, key, x), gx in zip(leaves, grads):
             gr[layer][key] = torch.zeros_like(x) if gx is None else gx
         del leaves, grads
+
+        d_t = s.delta.permute(2, 0, 1, 3).reshape(U, -1)
 
         def add(p0: int, gx: Tensor) -> None:  # gx: [port, b, pos, d]
             n_u, n = int(n_src[p0]), gx.shape[0]
@@ -629,7 +720,8 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
 def _grad_scores(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None) -> Tensor:
     """Edge scores, positive where the edge helps the task."""
     g = s.graph
-    return s.sign * _grad_matrix(s, prompts, runs)[g.edge_dst, g.edge_src]
+    full = _grad_matrix(s, prompts, runs)  # first: it may complete the setup (s.sign)
+    return s.sign * full[g.edge_dst, g.edge_src]
 
 
 # --- exact edge patching ----------------------------------------------------------------------
@@ -923,8 +1015,8 @@ def discover(
                          "'exact-reference'.")
     if method.startswith("eap-ig") and int(ig_steps) < 1:
         raise ValueError("ig_steps must be at least 1.")
-    s = _Setup(model, prompts, metric)
-    g = s.graph
+    s = _Setup(model, prompts, metric, defer_clean=method == "eap")  # EAP's gradient run is
+    g = s.graph                                                       # the clean run
     if method == "exact":
         g.scores = _exact_scores(s, model, prompts, metric, chunk_rows, receiver_layers)
         if receiver_layers is not None:

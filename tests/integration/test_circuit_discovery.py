@@ -425,3 +425,34 @@ def test_closed_form_port_gradients_equal_autograd(tiny_dirs, family):
     assert closed.shape == ref.shape == (sum(W.shape[0] for _, W in parts), b, pos, d)
     assert float(ref.abs().max()) > 1e-3
     assert float((closed - ref).abs().max()) <= 1e-5 * (1 + float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "neox", "llama", "qwen2"])
+def test_eap_records_the_clean_run_in_its_gradient_run(tiny_dirs, family, monkeypatch):
+    """EAP's setup runs only the corrupted forward; the clean sender outputs (each head's
+    ``z @ W_O``) are recorded in the clean-input gradient run. Scores, deltas and metrics equal
+    those of a setup with its own clean forward, and the per-head outputs equal
+    transformer-lens's ``hook_result``."""
+    from interp.circuits import _discover as D
+
+    model = load_tiny(tiny_dirs, family)
+    ps = _pairs(model, b=3, p=6)
+    own = D._Setup(model, ps, "logit_diff")
+    full_own = D._grad_matrix(own, ps, None)
+    forwards = []
+    plain = D._Setup._forward
+    monkeypatch.setattr(D._Setup, "_forward",
+                        lambda self, tokens: forwards.append(tokens) or plain(self, tokens))
+    lazy = D._Setup(model, ps, "logit_diff", defer_clean=True)
+    assert lazy.pending and not hasattr(lazy, "delta")
+    full_lazy = D._grad_matrix(lazy, ps, None)
+    assert len(forwards) == 1 and forwards[0] is lazy.corr  # no separate clean forward
+    assert not lazy.pending and lazy.per_head == own.per_head == "z"
+    scale = 1 + float(full_own.abs().max())
+    assert float((full_lazy - full_own).abs().max()) <= 1e-5 * scale
+    assert float((lazy.delta - own.delta).abs().max()) <= 1e-5
+    assert torch.allclose(lazy.m_clean, own.m_clean, atol=1e-5)
+    _, sent_r, _ = D._sender_outputs(model, own.clean, own.graph, "result")
+    _, sent_z, _ = D._sender_outputs(model, own.clean, own.graph, "z")
+    assert float((sent_r - sent_z).abs().max()) <= 1e-5 * (1 + float(sent_r.abs().max()))
+    assert_no_hooks(model)

@@ -510,3 +510,38 @@ def test_engine_failure_hint_names_no_missing_option(tiny_gpt2, monkeypatch):
         with pytest.raises(RuntimeError, match="could not record the inputs") as err:
             call()
         assert "implementation=" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------
+# gradient methods refuse non-finite gradients instead of returning NaN scores
+# --------------------------------------------------------------------------------------------
+
+
+def test_gradient_methods_refuse_non_finite_gradients(extra_dirs):
+    """A token with an all-zero embedding under RMSNorm with a tiny eps: its norm's Jacobian is
+    1/sqrt(eps) at every layer, so the backward overflows (the failure a random-init model whose
+    BOS is its zeroed padding row shows). The forward stays finite; every gradient method
+    says why instead of returning NaN."""
+    import interp
+    from interp.ablation import head_importance
+    from interp.attribution import attribution_patching, edge_attribution
+    from interp.circuits import discover
+
+    model = interp.load_model(extra_dirs["llama"])  # a private copy: its weights are edited
+    ps = _pairs(model, b=2, p=5)
+    first = torch.cat([ps.clean_tokens[:, 0], ps.corrupted_tokens[:, 0]]).unique()
+    with torch.no_grad():  # every prompt starts with a token whose embedding is zero
+        model.embed.W_E[first] = 0.0
+    for m in model.modules():
+        mod = getattr(m, "original_component", None)
+        if mod is not None and type(mod).__name__.endswith("RMSNorm"):
+            mod.variance_epsilon = 1e-38
+    with torch.no_grad():
+        assert bool(torch.isfinite(model(ps.clean_tokens)).all())
+    for call in (lambda: edge_attribution(model, ps),
+                 lambda: discover(model, ps, method="eap-ig-inputs", ig_steps=2),
+                 lambda: attribution_patching(model, ps, target="z"),
+                 lambda: head_importance(model, ps)):
+        with pytest.raises(FloatingPointError, match="non-finite gradients"):
+            call()
+    assert_no_hooks(model)
