@@ -91,6 +91,31 @@ def decode(model, resid: Float[Tensor, "... d_model"], *, cap: bool = True
     return softcap(model, logits) if cap else logits
 
 
+def topk_rows(x: Float[Tensor, "n v"], k: int, *, block: int = 128):
+    """``x.topk(k, dim=-1)`` (values, indices; largest first) over a wide last axis in about one
+    read of ``x``: the row's top ``k`` values lie in the ``k`` blocks of ``block`` columns with
+    the largest block maxima (any other block has ``k`` larger maxima above its own), so only
+    those blocks and the ragged tail are searched (rows where a tie decides the blocks go to
+    ``torch.topk``). Equal to ``torch.topk`` up to the order of exactly tied values."""
+    n, v = x.shape
+    nb = v // block
+    if k < 1 or k > 64 or nb < 4 * k or x.stride(-1) != 1:
+        return x.topk(min(k, v), dim=-1)
+    head = x[:, :nb * block].view(n, nb, block)
+    best = head.amax(-1).topk(k + 1, dim=-1)  # [n, k + 1]
+    if bool((best.values[:, k - 1] == best.values[:, k]).any()):  # a tie decides which blocks:
+        return x.topk(k, dim=-1)  # (e.g. a row of equal logits) leave it to torch.topk
+    blocks = best.indices[:, :k]
+    vals = head.gather(1, blocks[..., None].expand(-1, -1, block)).reshape(n, k * block)
+    cols = (blocks[..., None] * block + torch.arange(block, device=x.device)).reshape(n, -1)
+    if v > nb * block:
+        vals = torch.cat([vals, x[:, nb * block:]], dim=1)
+        tail = torch.arange(nb * block, v, device=x.device).expand(n, -1)
+        cols = torch.cat([cols, tail], dim=1)
+    top = vals.topk(k, dim=-1)
+    return torch.return_types.topk((top.values, cols.gather(1, top.indices)))
+
+
 def decode_into(model, resid: Float[Tensor, "n d_model"], out: Float[Tensor, "n d_vocab"]
                 ) -> Float[Tensor, "n d_vocab"]:
     """:func:`decode` of ``resid`` [n, d_model] written into ``out`` (float32, reused across

@@ -44,7 +44,7 @@ def _lens_row(logits: Float[Tensor, "n d_vocab"], tgt: Tensor, k: int, p_final: 
     passes over the full-vocabulary tensor, all into ``scratch`` (a reused buffer of the same
     shape; a fresh full-vocabulary tensor per step costs more in page faults than the step):
     top-k, exp(logits - max), exp * logits, p_final * logits, and the rank comparison."""
-    top = logits.topk(k, dim=-1)
+    top = U.topk_rows(logits, k)
     m = top.values[:, :1]
     e = torch.sub(logits, m, out=scratch).exp_()  # exp(logits - max): every value in (0, 1]
     s = e.sum(-1, keepdim=True)
