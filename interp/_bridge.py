@@ -324,3 +324,30 @@ def check_finite_grads(grads, method: str) -> None:
             "RMSNorm, whose Jacobian then scales by 1/sqrt(eps) at every layer; or a float16 "
             "overflow. Check the prompts' tokens, load the model in float32, or use an exact "
             "method (activation patching, method='exact').")
+
+
+@contextlib.contextmanager
+def fused_activations(model):
+    """Within the block, evaluate transformers' ``NewGELUActivation`` (GPT-2's ``gelu_new``,
+    written as seven elementwise operations) with PyTorch's fused tanh-approximation GELU: the
+    same function, about 4x faster on the CPU, equal to 2.4e-7 on unit-scale inputs (transformers
+    offers it as ``gelu_pytorch_tanh``). Used by the patching sweeps around every forward they
+    run, so their own numbers stay mutually consistent (a patch that changes nothing still
+    reproduces the base run bit for bit)."""
+    try:
+        from transformers.activations import NewGELUActivation
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    swapped = [m for m in model.modules() if type(m) is NewGELUActivation]
+    for m in swapped:
+        m.forward = _fused_gelu_tanh
+    try:
+        yield
+    finally:
+        for m in swapped:
+            del m.forward
+
+
+def _fused_gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.gelu(x, approximate="tanh")

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from interp import components as C
 from interp import hooks as H
+from interp._bridge import fused_activations
 from interp._engine.restart import Restarter, default_budget
 from interp._engine.schedule import sweep
 from interp.ablation._components import (
@@ -261,8 +262,9 @@ def knockout_sweep(
     src, rows, pp = sources(model, comps, method, prompts, reference, per_position, seed)
     if implementation == "replay":
         budget = min(max_batch * prompts.n_pos, default_budget(info, b, prompts.n_pos))
-        m, base, results = _replay_sweep(model, prompts, comps, src, rows, metric,
-                                         budget_tokens=budget, progress=progress)
+        with fused_activations(model):  # the same function, fused (see interp._bridge)
+            m, base, results = _replay_sweep(model, prompts, comps, src, rows, metric,
+                                             budget_tokens=budget, progress=progress)
     elif implementation in ("batched", "loop"):
         m, base, results = _forward_sweep(model, prompts, comps, src, rows, metric,
                                           per_call=1 if implementation == "loop"

@@ -29,6 +29,7 @@ import torch
 
 from interp import components as C
 from interp import hooks as H
+from interp._bridge import fused_activations
 from interp._engine.restart import Restarter
 from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name, sweep
 from interp.distributed import dispatch
@@ -90,6 +91,53 @@ def activation_patching(
     layers = list(range(info.n_layers)) if layers is None else [int(x) for x in layers]
     for layer in layers:
         info.check_layer(layer)
+    groups = _window_groups(prompts, clean, corrupted) if (
+        not per_position and info.causal and isinstance(metric, str) and metric != "loss") else None
+    b, n_pos = clean.shape
+    kv = target in ("k", "v")
+    n_head = info.n_kv_heads if kv else info.n_heads
+    if target in RESID_TARGETS:
+        cells = [(p,) for p in range(n_pos)] if per_position else [()]
+        dims = ("layer", "pos") if per_position else ("layer",)
+    else:
+        cells = ([(p, h) for p in range(n_pos) for h in range(n_head)] if per_position
+                 else [(h,) for h in range(n_head)])
+        dims = ("layer", "pos", "head") if per_position else ("layer", "head")
+    args = dict(target=target, per_position=per_position, direction=direction, metric=metric,
+                layers=layers, cells=cells, progress=progress, budget_tokens=budget_tokens)
+    if groups is None:
+        with fused_activations(model):  # the same function, fused (see interp._bridge)
+            out, clean_pe, corr_pe, m_name = _sweep_values(model, prompts, clean, corrupted,
+                                                           **args)
+    else:  # each group of examples on its own window (see _window_groups)
+        out = torch.empty(len(layers), len(cells), b)
+        clean_pe, corr_pe = torch.empty(b), torch.empty(b)
+        for idx in groups:
+            n = int(prompts.answer_pos[idx].max()) + 1
+            sub = _trimmed(prompts.subset(idx), n)
+            with fused_activations(model):
+                o, c, z, m_name = _sweep_values(model, sub, clean[idx.to(clean.device), :n],
+                                                corrupted[idx.to(clean.device), :n], **args)
+            out[..., idx], clean_pe[idx], corr_pe[idx] = o, c, z
+    if per_position and target not in RESID_TARGETS:
+        out = out.reshape(len(layers), n_pos, n_head, b)
+    elif not per_position and target in RESID_TARGETS:
+        out = out[:, 0]
+    coords = {"layer": [C.layer_label(x) for x in layers], "pos": pos_labels(model, prompts),
+              "head": C.head_axis_labels(n_head, kv=kv and info.is_gqa)}
+    coords = {d: coords[d] for d in dims}
+    meta = {"method": "activation_patching", "target": target, "per_position": per_position,
+            "metric": m_name, "layers": layers, "n_examples": b,
+            "heads": ("key/value heads (GQA: each is shared by "
+                      f"{info.group_size} query heads)" if kv and info.is_gqa else "query heads"),
+            "title": f"Activation patching ({direction}) of {target}"}
+    res = finish(out, dims, coords, meta, clean_pe, corr_pe, direction)
+    return res.by_role(prompts) if by_role else res
+
+
+def _sweep_values(model, prompts: PromptSet, clean, corrupted, *, target, per_position, direction,
+                  metric, layers, cells, progress, budget_tokens):
+    """``(metric [layer, cell, batch], clean metric [batch], corrupted metric [batch], name)``."""
     names = {hook_name(target, layer) for layer in layers}
     pre_names = {H.resid_pre(layer) for layer in layers} | {H.resid_post(layer) for layer in layers}
     base_tokens, src_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
@@ -103,34 +151,53 @@ def activation_patching(
     m = resolve_metric(metric, clean_answer_logits=logits_at(clean_logits, ap))
     clean_pe = m.from_full(clean_logits, prompts).float().cpu()
     corr_pe = m.from_full(corr_logits, prompts).float().cpu()
-
-    b, n_pos = clean.shape
-    kv = target in ("k", "v")
-    n_head = info.n_kv_heads if kv else info.n_heads
-    if target in RESID_TARGETS:
-        cells = [(p,) for p in range(n_pos)] if per_position else [()]
-        dims = ("layer", "pos") if per_position else ("layer",)
-    else:
-        cells = ([(p, h) for p in range(n_pos) for h in range(n_head)] if per_position
-                 else [(h,) for h in range(n_head)])
-        dims = ("layer", "pos", "head") if per_position else ("layer", "head")
     base_pe, src_pe = (corr_pe, clean_pe) if direction == "denoising" else (clean_pe, corr_pe)
     out = sweep(base, src_cache, target=target, per_position=per_position, layers=layers,
                 cells=cells, metric=m, prompts=prompts, base_values=base_pe,
                 budget_tokens=budget_tokens, progress=progress, source_values=src_pe)
-    if per_position and target not in RESID_TARGETS:
-        out = out.reshape(len(layers), n_pos, n_head, b)
-    elif not per_position and target in RESID_TARGETS:
-        out = out[:, 0]
-    coords = {"layer": [C.layer_label(x) for x in layers], "pos": pos_labels(model, prompts),
-              "head": C.head_axis_labels(n_head, kv=kv and info.is_gqa)}
-    coords = {d: coords[d] for d in dims}
-    meta = {"method": "activation_patching", "target": target, "per_position": per_position,
-            "metric": m.name, "layers": layers, "n_examples": b,
-            "heads": ("key/value heads (GQA: each is shared by "
-                      f"{info.group_size} query heads)" if kv and info.is_gqa else "query heads"),
-            "title": f"Activation patching ({direction}) of {target}"}
-    res = finish(out, dims, coords, meta, clean_pe, corr_pe, direction)
-    return res.by_role(prompts) if by_role else res
+    return out, clean_pe, corr_pe, m.name
 
 
+def _window_groups(prompts: PromptSet, clean, corrupted, *, max_groups: int = 3,
+                   min_saving: float = 0.15) -> list[torch.Tensor] | None:
+    """Examples split into up to ``max_groups`` groups (contiguous in answer position) when
+    their windows differ enough: a replay computes positions ``lo .. hi-1`` of every example,
+    from the batch's first changed token to its last answer position, so on prompts of mixed
+    layouts (IOI of several templates) many rows are another example's padding or prefix. Each
+    group is then replayed on its own window (and its tokens cut after its last answer). None
+    when no split saves ``min_saving`` of the rows (or groups would hold one example)."""
+    b = len(prompts)
+    if b < 4:
+        return None
+    hi = prompts.answer_pos.cpu() + 1
+    diff = (clean != corrupted).cpu()
+    lo = torch.where(diff.any(1), diff.float().argmax(1), hi - 1)
+    order = torch.argsort(hi * (hi.max() + 1) + lo, stable=True)
+    hs, ls = hi[order].tolist(), lo[order].tolist()
+
+    def cost(i: int, j: int) -> int:  # rows of examples order[i:j] on one window
+        return (j - i) * (max(hs[i:j]) - min(ls[i:j]))
+
+    full = cost(0, b)
+    # best split of the sorted examples into g contiguous groups of >= 2 (exhaustive: b is small)
+    best = {(0, 0): (0, [])}
+    for g in range(1, max_groups + 1):
+        for j in range(2, b + 1):
+            cands = [(best[(g - 1, i)][0] + cost(i, j), best[(g - 1, i)][1] + [(i, j)])
+                     for i in range(0, j - 1) if (g - 1, i) in best and j - i >= 2]
+            if cands:
+                best[(g, j)] = min(cands, key=lambda c: c[0])
+    c, cuts = min((best[(g, b)] for g in range(1, max_groups + 1) if (g, b) in best),
+                  key=lambda c: c[0])
+    if len(cuts) < 2 or c > (1.0 - min_saving) * full:
+        return None
+    return [order[i:j].sort().values for i, j in cuts]
+
+
+def _trimmed(prompts: PromptSet, n: int) -> PromptSet:
+    """``prompts`` cut to their first ``n`` positions (every answer position is below ``n``;
+    causal attention makes the later tokens irrelevant). Named positions are dropped."""
+    from dataclasses import replace
+
+    return replace(prompts, clean_tokens=prompts.clean_tokens[:, :n],
+                   corrupted_tokens=prompts.corrupted_tokens[:, :n], positions={})

@@ -239,7 +239,7 @@ class PromptSet:
         if isinstance(idx, slice):
             idx = list(range(len(self)))[idx]
         index = torch.as_tensor(idx, dtype=torch.long)
-        pick = lambda xs: None if xs is None else [xs[int(i)] for i in index]  # noqa: E731
+        pick = lambda xs: xs if not xs else [xs[int(i)] for i in index]  # noqa: E731
         return PromptSet(
             clean_tokens=self.clean_tokens[index],
             answer_ids=self.answer_ids[index],

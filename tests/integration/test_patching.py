@@ -489,3 +489,70 @@ def test_path_patching_to_heads_matches_slow_loop(tiny_dirs, family, inp):
     assert (res.raw_per_example[:2] - res.raw_per_example[2:3]).abs().max() > 1e-5
     with pytest.raises(ValueError, match="head name"):
         path_patching(model, ps, receivers=["MLP2"])
+
+
+def _ragged_pairs(model, b: int = 8, p: int = 12, seed: int = 1) -> PromptSet:
+    """Right-padded pairs whose answer positions (4..11) and first corrupted token (1..3)
+    differ by example, as in IOI prompts of mixed templates."""
+    g = torch.Generator().manual_seed(seed)
+    v = min(int(model.cfg.d_vocab), 60)
+    clean = torch.randint(1, v, (b, p), generator=g)
+    corr = clean.clone()
+    ans_pos = torch.tensor([4 + (7 * i) % 8 for i in range(b)])
+    for i in range(b):
+        lo = 1 + i % 3
+        corr[i, lo:ans_pos[i] + 1] = torch.randint(1, v, (int(ans_pos[i]) + 1 - lo,), generator=g)
+        clean[i, ans_pos[i] + 1:] = 0
+        corr[i, ans_pos[i] + 1:] = 0
+    ans = torch.randint(1, v, (b,), generator=g)
+    return PromptSet(clean_tokens=clean, corrupted_tokens=corr, answer_ids=ans,
+                     wrong_ids=(ans + 1) % v + 1, answer_pos=ans_pos, pad_id=0)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_ragged_batches_replay_in_window_groups(tiny_dirs, family, direction, monkeypatch):
+    """Examples of different layouts are replayed in groups with their own windows (and tokens
+    cut after the group's last answer). The per-example numbers equal one window over the whole
+    batch and transformer-lens's one forward per head."""
+    from interp.patching import _activation as A
+
+    model = load_tiny(tiny_dirs, family)
+    ps = _ragged_pairs(model)
+    groups = A._window_groups(ps, ps.clean_tokens, ps.corrupted_tokens)
+    assert groups is not None and len(groups) >= 2
+    assert sorted(torch.cat(groups).tolist()) == list(range(len(ps)))
+    res = activation_patching(model, ps, target="z", per_position=False, direction=direction)
+    with monkeypatch.context() as mp:
+        mp.setattr(A, "_window_groups", lambda *a, **k: None)
+        one = activation_patching(model, ps, target="z", per_position=False, direction=direction)
+    assert float((res.raw_per_example - one.raw_per_example).abs().max()) <= 1e-5
+    src, base = ((ps.clean_tokens, ps.corrupted_tokens) if direction == "denoising"
+                 else (ps.corrupted_tokens, ps.clean_tokens))
+    _, cache = model.run_with_cache(src)
+    ref = _tl_fns()[("z", False)](model, base, cache, _tl_metric(ps), reduce="none").values
+    assert float((res.raw_per_example - ref.cpu()).abs().max()) <= 1e-4
+    assert float(res.raw_per_example.std()) > 1e-3
+    assert_no_hooks(model)
+
+
+def test_fused_gelu_is_the_models_gelu_and_is_restored(tiny_dirs):
+    """Inside the sweeps, GPT-2's gelu_new runs as PyTorch's fused tanh GELU: the logits agree
+    with the model's own to float rounding, and the model is unchanged afterwards."""
+    from transformers.activations import NewGELUActivation
+
+    from interp._bridge import fused_activations
+
+    model = load_tiny(tiny_dirs, "gpt2")
+    acts = [m for m in model.modules() if type(m) is NewGELUActivation]
+    assert acts, "tiny GPT-2 should use gelu_new"
+    tokens = _pairs(model, b=3, p=6).clean_tokens
+    with torch.no_grad():
+        plain = model(tokens)
+        with fused_activations(model):
+            assert all("forward" in vars(m) for m in acts)
+            fused = model(tokens)
+        again = model(tokens)
+    assert all("forward" not in vars(m) for m in acts)
+    assert torch.equal(plain, again)
+    assert float((plain - fused).abs().max()) <= 1e-5 * (1 + float(plain.abs().max()))

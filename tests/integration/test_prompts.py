@@ -361,3 +361,13 @@ def test_prompts_do_not_import_the_training_recipes():
     from interp.prompts import _language
 
     assert ioi.L is _language and needle.L is _language
+
+
+def test_subset_of_a_token_built_prompt_set():
+    """A prompt set made from token ids (no texts) can be subset."""
+    ps = PromptSet.from_token_lists([[1, 2, 3], [4, 5, 6], [7, 8, 9]], [4, 5, 6],
+                                    corrupted=[[1, 9, 3], [4, 9, 6], [7, 9, 9]], wrong=[7, 8, 9])
+    sub = ps.subset([2, 0])
+    assert sub.clean_tokens.tolist() == [[7, 8, 9], [1, 2, 3]]
+    assert sub.answer_ids.tolist() == [6, 4] and sub.wrong_ids.tolist() == [9, 7]
+    assert sub.clean_text == [] and sub.corrupted_text == ps.corrupted_text
