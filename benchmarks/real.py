@@ -10,7 +10,9 @@ For each method: its time divided by the time of one plain forward of the same b
 in the same run (``fwd``), and its peak resident memory above the RSS before the call, as a
 multiple of the same for one ``run_with_cache`` of every hook (``mem``; sampled every
 millisecond in a thread, in this process: memory the allocator kept from an earlier call is
-reused without showing, so the multiples are lower bounds). Where transformer-lens has the same
+reused without showing, so the multiples are lower bounds). Retrieval scoring reads its own
+512-token prompts, so its row also gives ``mem_own``, against a cached run of that input shape;
+``worst_mem_ratio`` uses it. Where transformer-lens has the same
 computation it runs on the same inputs and the ratio is printed (``vs_tl``: its time / ours).
 
 Run: ``python benchmarks/real.py [--shapes gpt2,qwen] [--tl-patching] [--tl-edges]
@@ -178,12 +180,14 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
     rows: list[dict] = []
     summary: dict = {"max_abs_diff": 0.0}
 
-    def add(method: str, fn, *, tl=None, compare=None):
+    def add(method: str, fn, *, tl=None, compare=None, own_cache=None):
         if only and not any(o in method for o in only):
             return None
         out, t, mem = measure(fn)
         row = {"shape": name, "method": method, "seconds": round(t, 2),
                "fwd": round(t / f_time, 2), "mem": round(mem / max(cache_mem, 1), 2)}
+        if own_cache is not None:  # against a cached run of the method's own input shape
+            row["mem_own"] = round(mem / max(own_cache, 1), 2)
         if tl is not None:
             ref, t_tl, _ = measure(tl)
             row["vs_tl"] = round(t_tl / t, 2)
@@ -220,17 +224,22 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
             tl=lambda: _tl_detect(model, texts),
             compare=lambda o, r: (o.values - r.float().cpu()).abs().max())
         add("head_importance", lambda: head_importance(model, ps))
-        # one pruning step: importance under the mask, then the masked score (stop_at=1 stops
-        # after the first step on a random model)
-        add("prune_heads(1 step)", lambda: prune_heads(model, ps, stop_at=1.0, metric="prob"))
+        # pruning steps (importance under the mask, then the masked score) until the score
+        # drops below the original; reported per step
+        res = add("prune_heads", lambda: prune_heads(model, ps, stop_at=1.0, metric="prob"))
+        if res is not None:
+            steps = max(1, len(res.values) - 1)
+            rows[-1].update(steps=steps, fwd_per_step=round(rows[-1]["fwd"] / steps, 2))
         add("direct_vs_total", lambda: direct_vs_total(model, ps))
         add("discover(eap)", lambda: discover(model, ps, method="eap"))
         add("discover(eap-ig-inputs, m=5)", lambda: discover(model, ps, method="eap-ig-inputs"))
         # retrieval on a 512-token needle grid (3 depths); a random model never stops, so every
         # trial decodes the full 20 steps
+        own = _cache_bytes(model, (3, 512)) if not only or any(
+            o in "retrieval_scores" for o in only) else None
         add("retrieval_scores(512 tok x 3)",
             lambda: retrieval_scores(model, lengths=[512], depths=[0, 50, 100],
-                                     max_new_tokens=20))
+                                     max_new_tokens=20), own_cache=own)
     for r in rows:
         r["cache_mb"] = round(cache_mem / 2**20)
     by = {r["method"]: r for r in rows}
@@ -239,8 +248,20 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
     summary.update(lens_fwd=get("logit_lens"), eap_fwd=get("edge_attribution"),
                    atp_fwd=get("attribution_patching(z)"),
                    heads_ioi_vs_tl=get("activation_patching(z, all pos)", "vs_tl"),
-                   worst_mem_ratio=max(r["mem"] for r in rows), forward_s=f_time)
+                   worst_mem_ratio=max(r.get("mem_own", r["mem"]) for r in rows),
+                   forward_s=f_time)
     return rows, summary
+
+
+def _cache_bytes(model, shape: tuple[int, int]) -> int:
+    """Peak memory of one ``run_with_cache`` of random tokens of ``shape`` (at least its
+    tensors' size), the memory base of a method whose own inputs are that shape."""
+    tokens = torch.randint(10, 400, shape)
+    with torch.no_grad():
+        (_, cache), _, mem = measure(lambda: model.run_with_cache(tokens))
+        mem = max(mem, sum(t.numel() * t.element_size() for t in cache.values()))
+    del cache
+    return mem
 
 
 def run_long(name: str, *, n_tokens: int = 4096, dtype: str = "float32") -> list[dict]:
