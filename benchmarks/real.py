@@ -264,7 +264,8 @@ def _cache_bytes(model, shape: tuple[int, int]) -> int:
     return mem
 
 
-def run_long(name: str, *, n_tokens: int = 4096, dtype: str = "float32") -> list[dict]:
+def run_long(name: str, *, n_tokens: int = 4096, dtype: str = "float32",
+             only: tuple[str, ...] = ()) -> list[dict]:
     """Long context: retrieval scoring on one ``n_tokens`` needle trial and head patching of the
     last layer on a ``n_tokens`` prompt pair (one token differs near the start, so every later
     position changes), with the peak memory against one plain forward of the same input (a
@@ -292,6 +293,8 @@ def run_long(name: str, *, n_tokens: int = 4096, dtype: str = "float32") -> list
          lambda: activation_patching(model, ps, target="z", per_position=False,
                                      layers=[model.cfg.n_layers - 1])),
     ]:
+        if only and not any(o in method for o in only):
+            continue
         _, t, mem = measure(fn)
         row = {"shape": f"{name} {n_tokens} tok", "method": method, "seconds": round(t, 1),
                "fwd": round(t / f_time, 2), "mem_vs_forward": round(mem / max(f_mem, 1), 2),
@@ -365,7 +368,8 @@ def main() -> None:
     rows, sums = [], []
     if args.long or args.long_only:
         for name in args.shapes.split(","):
-            rows += run_long(name.strip(), n_tokens=args.long or 4096, dtype=args.dtype)
+            rows += run_long(name.strip(), n_tokens=args.long or 4096, dtype=args.dtype,
+                             only=tuple(o for o in args.only.split(",") if o))
     if args.long_only:
         print(pd.DataFrame(rows).to_string(index=False))
         return
