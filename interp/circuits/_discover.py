@@ -573,10 +573,12 @@ def _grad_matrix_fast(s: _Setup, prompts: PromptSet, runs: Sequence[Run] | None,
     """:func:`_grad_matrix` from one plain forward and backward per run, without a residual
     copy per port: the gradients of each head's query / key / value (per query head on GQA
     models, see :func:`_shared_kv_shares`) are taken back to the head's residual input through
-    ``W·norm(x)`` with a local autograd step, and the MLP and logits ports read the gradient at
-    their norm's input. Every layer is checked: the ports' input gradients must add up to the
-    gradient the attention branch receives (``ln1``'s input); else None (the caller falls back
-    to the split-input forward)."""
+    ``W·norm(x)`` (in closed form, :func:`_port_input_grads`; a local autograd step for other
+    norms), and the MLP and logits ports read the gradient at their norm's input. Every layer
+    is checked: the ports' input gradients must add up to the gradient the attention branch
+    receives (``ln1``'s input); else None (the caller falls back to the split-input forward).
+    When the setup defers its clean forward (EAP), the clean-input run records the clean sender
+    outputs on the way."""
     model, g, B = s.fw.model, s.graph, s.clean.shape[0]
     info = describe(model)
     L, nh = g.n_layers, g.n_heads

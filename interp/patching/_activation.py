@@ -17,7 +17,9 @@ entries, labelled ``KV0..``), as transformer-lens does.
 Speed: the numbers equal transformer-lens's one-forward-per-patch sweeps (parity-tested), but
 each patch resumes at its own block from the cached residual (``interp._engine``),
 many patches share one forward along the batch axis (chunked to a memory budget), and the
-unembedding is applied only at the rows the metric reads.
+unembedding is applied only at the rows the metric reads. Whole-activation sweeps over examples
+of different layouts (IOI of mixed templates) run in up to three groups of examples, each on its
+own window of positions (see ``_window_groups``).
 """
 
 from __future__ import annotations
