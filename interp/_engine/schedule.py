@@ -275,3 +275,46 @@ def sweep(
     return out
 
 
+def window_groups(lo: Tensor, hi: Tensor, *, max_groups: int = 3,
+                  min_saving: float = 0.15) -> list[Tensor] | None:
+    """Examples split into up to ``max_groups`` groups (contiguous in ``hi``) when their windows
+    differ enough. A replay computes positions ``min(lo) .. max(hi)-1`` of every example (``lo``:
+    the first position a patch can change, ``hi``: one past the last position the metric reads),
+    so on prompts of mixed layouts (IOI of several templates) many rows are another example's
+    padding or prefix. Each group is then replayed on its own window (and its tokens cut after
+    its last answer, see :func:`trimmed`). The split minimises the rows, searched exhaustively
+    (a batch is small); None when it saves less than ``min_saving`` of them, or a group would
+    hold one example."""
+    b = int(lo.shape[0])
+    if b < 4:
+        return None
+    lo, hi = lo.cpu().long(), hi.cpu().long()
+    order = torch.argsort(hi * (int(hi.max()) + 1) + lo, stable=True)
+    hs, ls = hi[order].tolist(), lo[order].tolist()
+
+    def cost(i: int, j: int) -> int:  # rows of examples order[i:j] on one window
+        return (j - i) * (max(hs[i:j]) - min(ls[i:j]))
+
+    best: dict[tuple[int, int], tuple[int, list]] = {(0, 0): (0, [])}
+    for g in range(1, max_groups + 1):
+        for j in range(2, b + 1):
+            cands = [(best[(g - 1, i)][0] + cost(i, j), best[(g - 1, i)][1] + [(i, j)])
+                     for i in range(0, j - 1) if (g - 1, i) in best and j - i >= 2]
+            if cands:
+                best[(g, j)] = min(cands, key=lambda c: c[0])
+    c, cuts = min((best[(g, b)] for g in range(1, max_groups + 1) if (g, b) in best),
+                  key=lambda c: c[0])
+    if len(cuts) < 2 or c > (1.0 - min_saving) * cost(0, b):
+        return None
+    return [order[i:j].sort().values for i, j in cuts]
+
+
+def trimmed(prompts: PromptSet, n: int) -> PromptSet:
+    """``prompts`` cut to their first ``n`` positions (every answer position is below ``n``;
+    with causal attention the later tokens cannot change anything the metric reads). Named
+    positions are dropped."""
+    from dataclasses import replace
+
+    return replace(prompts, clean_tokens=prompts.clean_tokens[:, :n],
+                   corrupted_tokens=None if prompts.corrupted_tokens is None
+                   else prompts.corrupted_tokens[:, :n], positions={})

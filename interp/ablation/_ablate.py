@@ -14,7 +14,7 @@ from interp import components as C
 from interp import hooks as H
 from interp._bridge import fused_activations
 from interp._engine.restart import Restarter, default_budget
-from interp._engine.schedule import sweep
+from interp._engine.schedule import sweep, trimmed, window_groups
 from interp.ablation._components import (
     Component,
     Method,
@@ -184,7 +184,37 @@ def _replay_sweep(model, prompts, comps, src, rows, metric, *, budget_tokens: in
     """Each ablation as an activation patch whose source is the replacement value, through the
     patching engine (:func:`interp._engine.schedule.sweep`): replay from the ablated layer, only the
     rows that can change, answer rows at the last block, heads by their share of the attention
-    output."""
+    output. Prompts of different lengths (right-padded, e.g. IOI of mixed templates) run in
+    groups of similar length, each cut after its last answer
+    (:func:`interp._engine.schedule.window_groups`)."""
+    b, n_pos = prompts.clean_tokens.shape
+    groups = None
+    if describe(model).causal and isinstance(metric, str) and metric != "loss":
+        hi = prompts.answer_pos.cpu() + 1  # an ablation changes every position: windows 0 .. hi
+        groups = window_groups(torch.zeros_like(hi), hi)
+    if groups is None:
+        return _replay_group(model, prompts, comps, src, rows, metric,
+                             budget_tokens=budget_tokens, progress=progress)
+    if rows is not None:  # the source row of each example, as one batch would cycle them
+        rows = rows[torch.arange(b, device=rows.device) % len(rows)]
+    base = torch.empty(b)
+    results: dict[Component, Tensor] = {}
+    for idx in groups:
+        n = int(prompts.answer_pos[idx].max()) + 1
+        src_g = {name: (rep[:, :n] if rep.ndim > 1 and rep.shape[1] == n_pos else rep)
+                 for name, rep in src.items()}
+        m, base_g, res_g = _replay_group(model, trimmed(prompts.subset(idx), n), comps, src_g,
+                                         None if rows is None else rows[idx.to(rows.device)],
+                                         metric, budget_tokens=budget_tokens, progress=progress)
+        base[idx] = base_g
+        for c, v in res_g.items():
+            results.setdefault(c, torch.empty(b))[idx] = v
+    return m, base, results
+
+
+def _replay_group(model, prompts, comps, src, rows, metric, *, budget_tokens: int,
+                  progress: bool):
+    """:func:`_replay_sweep` on one batch (one window)."""
     info = describe(model)
     n_layers = info.n_layers
     tokens = prompts.clean_tokens.to(model.cfg.device)

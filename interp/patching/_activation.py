@@ -19,7 +19,7 @@ each patch resumes at its own block from the cached residual (``interp._engine``
 many patches share one forward along the batch axis (chunked to a memory budget), and the
 unembedding is applied only at the rows the metric reads. Whole-activation sweeps over examples
 of different layouts (IOI of mixed templates) run in up to three groups of examples, each on its
-own window of positions (see ``_window_groups``).
+own window of positions (see ``interp._engine.schedule.window_groups``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ from interp import components as C
 from interp import hooks as H
 from interp._bridge import fused_activations
 from interp._engine.restart import Restarter
-from interp._engine.schedule import HEAD_TARGETS, RESID_TARGETS, hook_name, sweep
+from interp._engine.schedule import (
+    HEAD_TARGETS,
+    RESID_TARGETS,
+    hook_name,
+    sweep,
+    trimmed,
+    window_groups,
+)
 from interp.distributed import dispatch
 from interp.metrics import MetricSpec, logits_at, resolve_metric
 from interp.models import as_model, describe
@@ -93,8 +100,11 @@ def activation_patching(
     layers = list(range(info.n_layers)) if layers is None else [int(x) for x in layers]
     for layer in layers:
         info.check_layer(layer)
-    groups = _window_groups(prompts, clean, corrupted) if (
-        not per_position and info.causal and isinstance(metric, str) and metric != "loss") else None
+    groups = None
+    if not per_position and info.causal and isinstance(metric, str) and metric != "loss":
+        diff = (clean != corrupted).cpu()  # a patch changes nothing before the first differing token
+        hi = prompts.answer_pos.cpu() + 1
+        groups = window_groups(torch.where(diff.any(1), diff.float().argmax(1), hi - 1), hi)
     b, n_pos = clean.shape
     kv = target in ("k", "v")
     n_head = info.n_kv_heads if kv else info.n_heads
@@ -111,12 +121,12 @@ def activation_patching(
         with fused_activations(model):  # the same function, fused (see interp._bridge)
             out, clean_pe, corr_pe, m_name = _sweep_values(model, prompts, clean, corrupted,
                                                            **args)
-    else:  # each group of examples on its own window (see _window_groups)
+    else:  # each group of examples on its own window (see window_groups)
         out = torch.empty(len(layers), len(cells), b)
         clean_pe, corr_pe = torch.empty(b), torch.empty(b)
         for idx in groups:
             n = int(prompts.answer_pos[idx].max()) + 1
-            sub = _trimmed(prompts.subset(idx), n)
+            sub = trimmed(prompts.subset(idx), n)
             with fused_activations(model):
                 o, c, z, m_name = _sweep_values(model, sub, clean[idx.to(clean.device), :n],
                                                 corrupted[idx.to(clean.device), :n], **args)
@@ -158,48 +168,3 @@ def _sweep_values(model, prompts: PromptSet, clean, corrupted, *, target, per_po
                 cells=cells, metric=m, prompts=prompts, base_values=base_pe,
                 budget_tokens=budget_tokens, progress=progress, source_values=src_pe)
     return out, clean_pe, corr_pe, m.name
-
-
-def _window_groups(prompts: PromptSet, clean, corrupted, *, max_groups: int = 3,
-                   min_saving: float = 0.15) -> list[torch.Tensor] | None:
-    """Examples split into up to ``max_groups`` groups (contiguous in answer position) when
-    their windows differ enough: a replay computes positions ``lo .. hi-1`` of every example,
-    from the batch's first changed token to its last answer position, so on prompts of mixed
-    layouts (IOI of several templates) many rows are another example's padding or prefix. Each
-    group is then replayed on its own window (and its tokens cut after its last answer). None
-    when no split saves ``min_saving`` of the rows (or groups would hold one example)."""
-    b = len(prompts)
-    if b < 4:
-        return None
-    hi = prompts.answer_pos.cpu() + 1
-    diff = (clean != corrupted).cpu()
-    lo = torch.where(diff.any(1), diff.float().argmax(1), hi - 1)
-    order = torch.argsort(hi * (hi.max() + 1) + lo, stable=True)
-    hs, ls = hi[order].tolist(), lo[order].tolist()
-
-    def cost(i: int, j: int) -> int:  # rows of examples order[i:j] on one window
-        return (j - i) * (max(hs[i:j]) - min(ls[i:j]))
-
-    full = cost(0, b)
-    # best split of the sorted examples into g contiguous groups of >= 2 (exhaustive: b is small)
-    best = {(0, 0): (0, [])}
-    for g in range(1, max_groups + 1):
-        for j in range(2, b + 1):
-            cands = [(best[(g - 1, i)][0] + cost(i, j), best[(g - 1, i)][1] + [(i, j)])
-                     for i in range(0, j - 1) if (g - 1, i) in best and j - i >= 2]
-            if cands:
-                best[(g, j)] = min(cands, key=lambda c: c[0])
-    c, cuts = min((best[(g, b)] for g in range(1, max_groups + 1) if (g, b) in best),
-                  key=lambda c: c[0])
-    if len(cuts) < 2 or c > (1.0 - min_saving) * full:
-        return None
-    return [order[i:j].sort().values for i, j in cuts]
-
-
-def _trimmed(prompts: PromptSet, n: int) -> PromptSet:
-    """``prompts`` cut to their first ``n`` positions (every answer position is below ``n``;
-    causal attention makes the later tokens irrelevant). Named positions are dropped."""
-    from dataclasses import replace
-
-    return replace(prompts, clean_tokens=prompts.clean_tokens[:, :n],
-                   corrupted_tokens=prompts.corrupted_tokens[:, :n], positions={})

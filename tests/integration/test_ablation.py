@@ -329,3 +329,38 @@ def test_direct_effect_matches_hand_projection(tiny_gpt2):
     # a layer's heads add up to the whole layer (attn_out is linear in z)
     assert torch.allclose(res.per_example[:4, 0].sum(0), res.per_example[4, 0], atol=1e-4)
     assert res.plot().data[0].type == "scatter" and len(res.to_frame()) == 5 * 3
+
+
+@pytest.mark.parametrize("method", ["zero", "mean", "resample"])
+def test_knockout_on_ragged_prompts_runs_in_length_groups(tiny_dirs, method, monkeypatch):
+    """Right-padded prompts of different lengths are replayed in groups of similar length, each
+    cut after its last answer: the numbers equal one batch and the one-forward-per-ablation
+    loop (resample: each example keeps its own source row)."""
+    from interp._engine import schedule as S
+    from interp.ablation import _ablate as A
+
+    model = load_tiny(tiny_dirs, "gpt2")
+    g = torch.Generator().manual_seed(2)
+    b, p = 8, 12
+    clean = torch.randint(3, 60, (b, p), generator=g)
+    corr = torch.randint(3, 60, (b, p), generator=g)
+    ans_pos = torch.tensor([4, 11, 5, 10, 4, 11, 6, 9])
+    for i in range(b):
+        clean[i, ans_pos[i] + 1:] = 0
+        corr[i, ans_pos[i] + 1:] = 0
+    ans = torch.randint(3, 60, (b,), generator=g)
+    ps = P.PromptSet(clean_tokens=clean, corrupted_tokens=corr, answer_ids=ans,
+                     wrong_ids=(ans + 1) % 60 + 3, answer_pos=ans_pos, pad_id=0)
+    groups = S.window_groups(torch.zeros(b, dtype=torch.long), ans_pos + 1)
+    assert groups is not None and len(groups) >= 2
+    grouped = knockout_sweep(model, ps, method=method)
+    with monkeypatch.context() as mp:
+        mp.setattr(A, "window_groups", lambda *a, **k: None)
+        one = knockout_sweep(model, ps, method=method)
+    loop = knockout_sweep(model, ps, method=method, implementation="loop")
+    for ref in (one, loop):
+        assert float((grouped.per_example - ref.per_example).abs().max()) <= 1e-4
+        assert float((grouped.mlp_per_example - ref.mlp_per_example).abs().max()) <= 1e-4
+        assert torch.allclose(grouped.baseline_per_example, ref.baseline_per_example, atol=1e-5)
+    assert float(grouped.per_example.abs().max()) > 1e-3
+    assert_no_hooks(model)

@@ -509,22 +509,29 @@ def _ragged_pairs(model, b: int = 8, p: int = 12, seed: int = 1) -> PromptSet:
                      wrong_ids=(ans + 1) % v + 1, answer_pos=ans_pos, pad_id=0)
 
 
+def _windows(ps: PromptSet):
+    """(first differing token, one past the answer) per example."""
+    diff = ps.clean_tokens != ps.corrupted_tokens
+    return diff.float().argmax(1), ps.answer_pos + 1
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 @pytest.mark.parametrize("direction", ["denoising", "noising"])
 def test_ragged_batches_replay_in_window_groups(tiny_dirs, family, direction, monkeypatch):
     """Examples of different layouts are replayed in groups with their own windows (and tokens
     cut after the group's last answer). The per-example numbers equal one window over the whole
     batch and transformer-lens's one forward per head."""
+    from interp._engine import schedule as S
     from interp.patching import _activation as A
 
     model = load_tiny(tiny_dirs, family)
     ps = _ragged_pairs(model)
-    groups = A._window_groups(ps, ps.clean_tokens, ps.corrupted_tokens)
+    groups = S.window_groups(*_windows(ps))
     assert groups is not None and len(groups) >= 2
     assert sorted(torch.cat(groups).tolist()) == list(range(len(ps)))
     res = activation_patching(model, ps, target="z", per_position=False, direction=direction)
     with monkeypatch.context() as mp:
-        mp.setattr(A, "_window_groups", lambda *a, **k: None)
+        mp.setattr(A, "window_groups", lambda *a, **k: None)
         one = activation_patching(model, ps, target="z", per_position=False, direction=direction)
     assert float((res.raw_per_example - one.raw_per_example).abs().max()) <= 1e-5
     src, base = ((ps.clean_tokens, ps.corrupted_tokens) if direction == "denoising"
