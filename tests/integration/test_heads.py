@@ -78,7 +78,7 @@ def test_bad_inputs(tiny_gpt2):
 
 @pytest.mark.slow
 def test_zoo_induction_model_heads():
-    """Issue 5 target on the zoo's induction model: an induction head and a previous-token head
+    """Target on the zoo's induction model: an induction head and a previous-token head
     exist (ARENA's 0.4 threshold on the prefix-matching scores) and the previous-token head sits
     in an earlier layer than the induction head (the two-layer induction circuit)."""
     import interp

@@ -272,7 +272,7 @@ def test_bad_inputs(tiny_gpt2):
 
 @pytest.mark.slow
 def test_zoo_needle_retrieval_heads_and_masking():
-    """Issue 5 targets on the zoo's needle model: retrieval heads exist (max score >= 0.5);
+    """Targets on the zoo's needle model: retrieval heads exist (max score >= 0.5);
     masking the top heads drops needle accuracy by >= 50 points, K random heads by <= 10."""
     import interp
 

@@ -105,6 +105,8 @@ def test_code_and_docs_stand_alone():
     root = PKG.parent
     texts = list(PKG.rglob("*.py")) + list((root / "docs").rglob("*.md")) + [root / "README.md"]
     texts += list((root / "examples").glob("*.py")) + list((root / "benchmarks").glob("*.py"))
+    texts += [f for f in (root / "tests").rglob("*.py") if f.name != Path(__file__).name]
+    texts += [root / "CHANGELOG.md"]
     bad = []
     for f in texts:
         for i, line in enumerate(f.read_text().splitlines(), 1):

@@ -1,5 +1,5 @@
 """Zoo validation: ablating the top induction head must break in-context copying, while a head
-that is neither an induction nor a previous-token head must barely matter (issue 4)."""
+that is neither an induction nor a previous-token head must barely matter."""
 
 from __future__ import annotations
 
