@@ -309,6 +309,24 @@ def window_groups(lo: Tensor, hi: Tensor, *, max_groups: int = 3,
     return [order[i:j].sort().values for i, j in cuts]
 
 
+def group_plan(model, prompts: PromptSet, metric, lo: Tensor | None = None
+               ) -> list[tuple[Tensor, PromptSet]] | None:
+    """``[(example indices, their prompts cut after the group's last answer)]`` when a sweep over
+    ``prompts`` should run in groups of examples, each on its own window (see
+    :func:`window_groups`; ``lo``: each example's first position a patch can change, default 0);
+    None when one window serves, or windows do not apply (bidirectional attention, a metric
+    that reads every position or a callable metric)."""
+    from interp.models import describe
+
+    if not describe(model).causal or not isinstance(metric, str) or metric == "loss":
+        return None
+    hi = prompts.answer_pos.cpu() + 1
+    groups = window_groups(torch.zeros_like(hi) if lo is None else lo, hi)
+    if groups is None:
+        return None
+    return [(idx, trimmed(prompts.subset(idx), int(hi[idx].max()))) for idx in groups]
+
+
 def trimmed(prompts: PromptSet, n: int) -> PromptSet:
     """``prompts`` cut to their first ``n`` positions (every answer position is below ``n``;
     with causal attention the later tokens cannot change anything the metric reads). Named

@@ -14,7 +14,7 @@ from interp import components as C
 from interp import hooks as H
 from interp._bridge import fused_activations
 from interp._engine.restart import Restarter, default_budget
-from interp._engine.schedule import sweep, trimmed, window_groups
+from interp._engine.schedule import group_plan, sweep
 from interp.ablation._components import (
     Component,
     Method,
@@ -186,24 +186,21 @@ def _replay_sweep(model, prompts, comps, src, rows, metric, *, budget_tokens: in
     rows that can change, answer rows at the last block, heads by their share of the attention
     output. Prompts of different lengths (right-padded, e.g. IOI of mixed templates) run in
     groups of similar length, each cut after its last answer
-    (:func:`interp._engine.schedule.window_groups`)."""
+    (:func:`interp._engine.schedule.group_plan`)."""
     b, n_pos = prompts.clean_tokens.shape
-    groups = None
-    if describe(model).causal and isinstance(metric, str) and metric != "loss":
-        hi = prompts.answer_pos.cpu() + 1  # an ablation changes every position: windows 0 .. hi
-        groups = window_groups(torch.zeros_like(hi), hi)
-    if groups is None:
+    plan = group_plan(model, prompts, metric)  # an ablation changes every position: lo = 0
+    if plan is None:
         return _replay_group(model, prompts, comps, src, rows, metric,
                              budget_tokens=budget_tokens, progress=progress)
     if rows is not None:  # the source row of each example, as one batch would cycle them
         rows = rows[torch.arange(b, device=rows.device) % len(rows)]
     base = torch.empty(b)
     results: dict[Component, Tensor] = {}
-    for idx in groups:
-        n = int(prompts.answer_pos[idx].max()) + 1
+    for idx, sub in plan:
+        n = sub.n_pos
         src_g = {name: (rep[:, :n] if rep.ndim > 1 and rep.shape[1] == n_pos else rep)
                  for name, rep in src.items()}
-        m, base_g, res_g = _replay_group(model, trimmed(prompts.subset(idx), n), comps, src_g,
+        m, base_g, res_g = _replay_group(model, sub, comps, src_g,
                                          None if rows is None else rows[idx.to(rows.device)],
                                          metric, budget_tokens=budget_tokens, progress=progress)
         base[idx] = base_g

@@ -374,12 +374,17 @@ def _runs(method: str, ig_steps: int, n_layers: int) -> list[Run]:
     return [(a, c) for c in comps for a in alphas]  # eap-ig-activations
 
 
+def _component_hook(comp: tuple[str, int]) -> str:
+    """The output hook of an interpolated component (``("a", l)`` / ``("m", l)``)."""
+    return H.attn_out(comp[1]) if comp[0] == "a" else H.mlp_out(comp[1])
+
+
 def _component_outputs(s: _Setup, runs: Sequence[Run]) -> dict[tuple[str, int], tuple[Tensor, Tensor]]:
     """Clean and corrupted outputs of the attention layers / MLPs the runs interpolate."""
     comps = sorted({c for _, c in runs if c is not None})
     if not comps:
         return {}
-    names = {c: (H.attn_out(c[1]) if c[0] == "a" else H.mlp_out(c[1])) for c in comps}
+    names = {c: _component_hook(c) for c in comps}
     model = s.fw.model
     with torch.no_grad():
         _, cc = model.run_with_cache(s.clean, names_filter=list(names.values()))
@@ -399,7 +404,7 @@ def _interp_hooks(run: Run, outs: dict, rows: slice = slice(None)) -> list[tuple
         return []
     clean, corr = outs[comp]
     value = (corr + a * (clean - corr))[rows]
-    name = H.attn_out(comp[1]) if comp[0] == "a" else H.mlp_out(comp[1])
+    name = _component_hook(comp)
 
     def fn(x, hook):
         v = value.to(x.dtype)

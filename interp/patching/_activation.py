@@ -19,7 +19,7 @@ each patch resumes at its own block from the cached residual (``interp._engine``
 many patches share one forward along the batch axis (chunked to a memory budget), and the
 unembedding is applied only at the rows the metric reads. Whole-activation sweeps over examples
 of different layouts (IOI of mixed templates) run in up to three groups of examples, each on its
-own window of positions (see ``interp._engine.schedule.window_groups``).
+own window of positions (see ``interp._engine.schedule.group_plan``).
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ from interp._engine.restart import Restarter
 from interp._engine.schedule import (
     HEAD_TARGETS,
     RESID_TARGETS,
+    group_plan,
     hook_name,
     sweep,
-    trimmed,
-    window_groups,
 )
 from interp.distributed import dispatch
 from interp.metrics import MetricSpec, logits_at, resolve_metric
@@ -100,11 +99,11 @@ def activation_patching(
     layers = list(range(info.n_layers)) if layers is None else [int(x) for x in layers]
     for layer in layers:
         info.check_layer(layer)
-    groups = None
-    if not per_position and info.causal and isinstance(metric, str) and metric != "loss":
+    plan = None
+    if not per_position:
         diff = (clean != corrupted).cpu()  # a patch changes nothing before the first differing token
-        hi = prompts.answer_pos.cpu() + 1
-        groups = window_groups(torch.where(diff.any(1), diff.float().argmax(1), hi - 1), hi)
+        lo = torch.where(diff.any(1), diff.float().argmax(1), prompts.answer_pos.cpu())
+        plan = group_plan(model, prompts, metric, lo)
     b, n_pos = clean.shape
     kv = target in ("k", "v")
     n_head = info.n_kv_heads if kv else info.n_heads
@@ -117,20 +116,15 @@ def activation_patching(
         dims = ("layer", "pos", "head") if per_position else ("layer", "head")
     args = dict(target=target, per_position=per_position, direction=direction, metric=metric,
                 layers=layers, cells=cells, progress=progress, budget_tokens=budget_tokens)
-    if groups is None:
-        with fused_activations(model):  # the same function, fused (see interp._bridge)
-            out, clean_pe, corr_pe, m_name = _sweep_values(model, prompts, clean, corrupted,
-                                                           **args)
-    else:  # each group of examples on its own window (see window_groups)
-        out = torch.empty(len(layers), len(cells), b)
-        clean_pe, corr_pe = torch.empty(b), torch.empty(b)
-        for idx in groups:
-            n = int(prompts.answer_pos[idx].max()) + 1
-            sub = trimmed(prompts.subset(idx), n)
-            with fused_activations(model):
-                o, c, z, m_name = _sweep_values(model, sub, clean[idx.to(clean.device), :n],
-                                                corrupted[idx.to(clean.device), :n], **args)
-            out[..., idx], clean_pe[idx], corr_pe[idx] = o, c, z
+    with fused_activations(model):  # the same function, fused (see interp._bridge)
+        if plan is None:
+            out, clean_pe, corr_pe, m_name = _sweep_values(model, prompts, **args)
+        else:  # each group of examples on its own window (see group_plan)
+            out = torch.empty(len(layers), len(cells), b)
+            clean_pe, corr_pe = torch.empty(b), torch.empty(b)
+            for idx, sub in plan:
+                o, c, z, m_name = _sweep_values(model, sub, **args)
+                out[..., idx], clean_pe[idx], corr_pe[idx] = o, c, z
     if per_position and target not in RESID_TARGETS:
         out = out.reshape(len(layers), n_pos, n_head, b)
     elif not per_position and target in RESID_TARGETS:
@@ -147,9 +141,11 @@ def activation_patching(
     return res.by_role(prompts) if by_role else res
 
 
-def _sweep_values(model, prompts: PromptSet, clean, corrupted, *, target, per_position, direction,
-                  metric, layers, cells, progress, budget_tokens):
+def _sweep_values(model, prompts: PromptSet, *, target, per_position, direction, metric, layers,
+                  cells, progress, budget_tokens):
     """``(metric [layer, cell, batch], clean metric [batch], corrupted metric [batch], name)``."""
+    clean = prompts.clean_tokens.to(model.cfg.device)
+    corrupted = prompts.require_corrupted().to(model.cfg.device)
     names = {hook_name(target, layer) for layer in layers}
     pre_names = {H.resid_pre(layer) for layer in layers} | {H.resid_post(layer) for layer in layers}
     base_tokens, src_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)

@@ -355,7 +355,7 @@ def test_knockout_on_ragged_prompts_runs_in_length_groups(tiny_dirs, method, mon
     assert groups is not None and len(groups) >= 2
     grouped = knockout_sweep(model, ps, method=method)
     with monkeypatch.context() as mp:
-        mp.setattr(A, "window_groups", lambda *a, **k: None)
+        mp.setattr(A, "group_plan", lambda *a, **k: None)
         one = knockout_sweep(model, ps, method=method)
     loop = knockout_sweep(model, ps, method=method, implementation="loop")
     for ref in (one, loop):

@@ -531,7 +531,7 @@ def test_ragged_batches_replay_in_window_groups(tiny_dirs, family, direction, mo
     assert sorted(torch.cat(groups).tolist()) == list(range(len(ps)))
     res = activation_patching(model, ps, target="z", per_position=False, direction=direction)
     with monkeypatch.context() as mp:
-        mp.setattr(A, "window_groups", lambda *a, **k: None)
+        mp.setattr(A, "group_plan", lambda *a, **k: None)
         one = activation_patching(model, ps, target="z", per_position=False, direction=direction)
     assert float((res.raw_per_example - one.raw_per_example).abs().max()) <= 1e-5
     src, base = ((ps.clean_tokens, ps.corrupted_tokens) if direction == "denoising"
