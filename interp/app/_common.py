@@ -147,6 +147,13 @@ def select_component(name: str | None) -> bool:
     return True
 
 
+def clicked(event) -> list[str]:
+    """The ``customdata`` strings of the points a ``st.plotly_chart(on_select="rerun")`` event
+    reports (the click targets of :func:`interp.app._figures.clickable` and graph nodes)."""
+    points = event.selection.points if event else []
+    return [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+
+
 def selected_component() -> str | None:
     """The head (``L1H2``) or MLP (``MLP0``) selected on any page, or None."""
     return st.session_state.get("selected_component")

@@ -9,7 +9,14 @@ import streamlit as st
 
 from interp import components as C_
 from interp.app import _compute as C
-from interp.app._common import guard, header, remember, select_component, selected_component
+from interp.app._common import (
+    clicked,
+    guard,
+    header,
+    remember,
+    select_component,
+    selected_component,
+)
 from interp.app._figures import clickable, metric_bars
 from interp.models import describe
 
@@ -44,8 +51,7 @@ with left:
     fig = ko.plot(title=f"Knockout of each head alone ({method}): change in {ko.meta['metric']}")
     event = st.plotly_chart(clickable(fig), key="ab_ko", on_select="rerun",
                             selection_mode="points")
-    points = event.selection.points if event else []
-    cells = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+    cells = clicked(event)
     if cells:  # "L1|H2": select that head
         ly, hx = cells[0].split("|")
         if select_component(f"{ly}{hx}"):

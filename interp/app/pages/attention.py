@@ -6,7 +6,14 @@ import streamlit as st
 
 from interp import components as C_
 from interp.app import _compute as C
-from interp.app._common import guard, header, remember, select_component, selected_component
+from interp.app._common import (
+    clicked,
+    guard,
+    header,
+    remember,
+    select_component,
+    selected_component,
+)
 from interp.app._figures import attention_grid
 from interp.models import describe
 from interp.viz import attention_figure
@@ -67,8 +74,7 @@ with left:
         attention_grid(pats, toks, scores=None if scores is None else scores.values,
                        score_name=overlay, selected=(layer, head)),
         key="a_grid", on_select="rerun", selection_mode="points")
-    points = event.selection.points if event else []
-    picked_now = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+    picked_now = clicked(event)
     if picked_now and select_component(picked_now[0]):  # a click on a panel's centre
         st.rerun()
     st.caption("Click the centre of a panel to select its head (shared with the other pages).")

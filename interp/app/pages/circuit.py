@@ -11,7 +11,14 @@ import streamlit as st
 
 from interp import components as C_
 from interp.app import _compute as C
-from interp.app._common import guard, header, remember, select_component, selected_component
+from interp.app._common import (
+    clicked,
+    guard,
+    header,
+    remember,
+    select_component,
+    selected_component,
+)
 from interp.app._figures import metric_bars
 from interp.models import describe
 from interp.viz import attention_figure, label_node
@@ -59,9 +66,8 @@ with left:
         g.plot(title=f"{method_name}: {g.n_in_graph} edges",
                selected=label_node(picked) if picked else None),
         key="ci_graph", on_select="rerun", selection_mode="points")
-    points = event.selection.points if event else []
-    clicked = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
-    if clicked and select_component(clicked[0]):  # a new selection: redraw with it
+    nodes = clicked(event)
+    if nodes and select_component(nodes[0]):  # a new selection: redraw with it
         st.rerun()
     st.caption(f"Kept: {sel_text}. Click a head or MLP to select it (shared with the other "
                "pages). Arrow colour: the input it feeds; width: |score|; faded: negative score.")

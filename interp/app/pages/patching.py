@@ -7,7 +7,7 @@ import streamlit as st
 
 from interp import components as C_
 from interp.app import _compute as C
-from interp.app._common import guard, header, remember, select_component
+from interp.app._common import clicked, guard, header, remember, select_component
 from interp.app._figures import clickable
 from interp.models import describe
 
@@ -57,8 +57,7 @@ fig = res.plot()
 if len(res.dims) == 2:
     fig = clickable(fig)
 event = st.plotly_chart(fig, key="pt_heat", on_select="rerun", selection_mode="points")
-points = event.selection.points if event else []
-cells = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+cells = clicked(event)
 if cells and len(res.dims) == 2:  # a clicked cell ("y|x") becomes the cell shown below
     y, x = cells[0].split("|", 1)
     names = [[str(c) for c in res.coords[d]] for d in res.dims]
