@@ -172,11 +172,7 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
     with torch.no_grad():
         model(tokens)  # warm-up
         _, f_time, _ = measure(lambda: model(tokens), repeat=3)
-        (_, cache), _, cache_mem = measure(lambda: model.run_with_cache(tokens))
-        # the process may reuse freed memory for the cache (growth near 0): never count less
-        # than the cache's own tensors
-        cache_mem = max(cache_mem, sum(t.numel() * t.element_size() for t in cache.values()))
-        del cache
+    cache_mem = _cache_bytes(model, tokens)
     rows: list[dict] = []
     summary: dict = {"max_abs_diff": 0.0}
 
@@ -235,7 +231,7 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
         add("discover(eap-ig-inputs, m=5)", lambda: discover(model, ps, method="eap-ig-inputs"))
         # retrieval on a 512-token needle grid (3 depths); a random model never stops, so every
         # trial decodes the full 20 steps
-        own = _cache_bytes(model, (3, 512)) if not only or any(
+        own = _cache_bytes(model, torch.randint(10, 400, (3, 512))) if not only or any(
             o in "retrieval_scores" for o in only) else None
         add("retrieval_scores(512 tok x 3)",
             lambda: retrieval_scores(model, lengths=[512], depths=[0, 50, 100],
@@ -253,10 +249,10 @@ def run_shape(name: str, *, tl_patching: bool, tl_edges: bool, dtype: str = "flo
     return rows, summary
 
 
-def _cache_bytes(model, shape: tuple[int, int]) -> int:
-    """Peak memory of one ``run_with_cache`` of random tokens of ``shape`` (at least its
-    tensors' size), the memory base of a method whose own inputs are that shape."""
-    tokens = torch.randint(10, 400, shape)
+def _cache_bytes(model, tokens: torch.Tensor) -> int:
+    """Peak memory of one ``run_with_cache`` of ``tokens``, the memory base of the methods that
+    read inputs of that shape. The process may reuse freed memory for the cache (growth near
+    0): never count less than the cache's own tensors."""
     with torch.no_grad():
         (_, cache), _, mem = measure(lambda: model.run_with_cache(tokens))
         mem = max(mem, sum(t.numel() * t.element_size() for t in cache.values()))
